@@ -1,0 +1,205 @@
+/**
+ * OffsiteServer: a receiver (StatefulSet of one agent in `receive` mode, its volume and a
+ * Service) that stores what local sites push, laid out `<site GUID>/<source GUID>/…`.
+ */
+import { z } from "zod";
+import {
+  conditions,
+  described,
+  duration,
+  guid,
+  intInRange,
+  objectName,
+  observedGeneration,
+  retention,
+  size,
+  withRules,
+} from "./fields.ts";
+
+export const OFFSITE_DEFAULT_PORT = 5722;
+
+const storage = withRules(
+  described(
+    z.object({
+      size: described(
+        size(),
+        "Capacity requested for the receiver's data volume, e.g. 100Gi. Growing it expands the claim.",
+      ).optional(),
+      storageClassName: described(
+        z.string().max(253),
+        "StorageClass of the data volume; the cluster default when empty.",
+      ).optional(),
+      existingClaim: described(
+        objectName("a PersistentVolumeClaim"),
+        "Use this existing PersistentVolumeClaim instead of creating one (size and storageClassName must then be empty).",
+      ).optional(),
+    }),
+    "Where the received data lives.",
+  ),
+  {
+    rule: "has(self.existingClaim) != (has(self.size) || has(self.storageClassName))",
+    message:
+      "set either existingClaim, or size (with an optional storageClassName), not both and not neither",
+    holds: (s) =>
+      (s.existingClaim !== undefined) !== (s.size !== undefined || s.storageClassName !== undefined),
+  },
+);
+
+const service = described(
+  z
+    .object({
+      type: described(
+        z.enum(["ClusterIP", "NodePort", "LoadBalancer"]),
+        "How the receiver is exposed: ClusterIP inside the cluster, NodePort or LoadBalancer for sites in other clusters.",
+      ).default("ClusterIP"),
+      nodePort: described(
+        z.number().int().min(30000).max(32767),
+        "Fixed node port when type is NodePort; chosen by the cluster when empty.",
+      ).optional(),
+      annotations: described(
+        z.record(z.string(), z.string()),
+        "Annotations for the Service, e.g. for a cloud load balancer.",
+      ).optional(),
+      externalAddress: described(
+        z.string().min(1).max(253),
+        "Host name or IP that sources in other clusters use; reported in status.endpoint. Discovered from the Service when empty.",
+      ).optional(),
+    })
+    .default({ type: "ClusterIP" }),
+  "The Service in front of the receiver.",
+);
+
+const tls = described(
+  z
+    .object({
+      certificateDuration: described(duration(), "Validity of the certificates the operator issues.").default(
+        "2160h",
+      ),
+      renewBefore: described(duration(), "Reissue a certificate this long before it expires.").default(
+        "360h",
+      ),
+    })
+    .default({ certificateDuration: "2160h", renewBefore: "360h" }),
+  "Mutual TLS: the operator's CA issues the receiver's certificate and one client certificate per source.",
+);
+
+const resourceList = z.object({
+  cpu: described(z.union([z.number().int(), z.string().max(64)]), "CPU, e.g. 500m or 2.").optional(),
+  memory: described(size(), "Memory, e.g. 512Mi.").optional(),
+});
+
+export const offsiteServerSpec = withRules(
+  z.object({
+    port: described(
+      intInRange(1024, 49151, "port must be a registered port in 1024-49151 (default 5722)"),
+      "TCP port the receiver listens on and the Service exposes; a registered port in 1024-49151.",
+    ).default(OFFSITE_DEFAULT_PORT),
+    storage: storage.default({ size: "10Gi" }),
+    retainPolicy: described(
+      z.enum(["Retain", "Delete"]),
+      "What happens to the data volume when the OffsiteServer is deleted: Retain keeps it (the default), Delete removes it.",
+    ).default("Retain"),
+    service,
+    tls,
+    retention: retention(
+      "Default retention of versions for every source on this server; a BackupJob can override it for its source.",
+    ).default({ keepLast: 7, keepDaily: 7, keepWeekly: 4 }),
+    maxConcurrentJobs: described(
+      z.number().int().min(1).max(1024),
+      "Jobs the receiver accepts at once; further sources wait and retry.",
+    ).default(16),
+    suspendedSources: described(
+      z.array(guid("a source")),
+      "Source GUIDs whose pushes are refused (reported as Suspended); their stored versions are kept.",
+    ).default([]),
+    image: described(
+      z.string().min(1).max(1024),
+      "Agent image for the receiver; the operator's default agent image when empty.",
+    ).optional(),
+    resources: described(
+      z.object({
+        requests: described(resourceList, "Minimum resources.").optional(),
+        limits: described(resourceList, "Maximum resources.").optional(),
+      }),
+      "Compute resources of the receiver container.",
+    ).optional(),
+    nodeSelector: described(
+      z.record(z.string(), z.string()),
+      "Schedule the receiver only on nodes with these labels.",
+    ).optional(),
+    suspend: described(z.boolean(), "Stop the receiver (scale to zero) without deleting its data.").default(
+      false,
+    ),
+  }),
+  {
+    rule: "!has(self.service) || !has(self.service.nodePort) || self.service.type == 'NodePort'",
+    message: "service.nodePort is only allowed when service.type is NodePort",
+    fieldPath: ".service.nodePort",
+    holds: (s) => s.service.nodePort === undefined || s.service.type === "NodePort",
+  },
+);
+
+const sourceStatus = z.object({
+  site: described(guid("the site (source cluster)"), "GUID of the site the source belongs to."),
+  source: described(guid("the source"), "GUID of the source (protected workload/volume)."),
+  name: described(
+    z.string().max(512),
+    "namespace/name of the BackupJob or ReplicationPair, when known.",
+  ).optional(),
+  state: described(
+    z.enum(["Online", "Offline", "NeverCheckedIn", "Suspended"]),
+    "Online: checked in recently; Offline: missed its check-ins; NeverCheckedIn: issued a certificate but never connected; Suspended: refused by spec.suspendedSources.",
+  ),
+  lastCheckIn: described(z.iso.datetime(), "When the source last connected.").optional(),
+  versions: described(z.number().int().nonnegative(), "Versions stored for the source.").optional(),
+  latestVersion: described(z.string().max(128), "ID of the newest complete version.").optional(),
+  bytesStored: described(
+    z.number().int().nonnegative(),
+    "Bytes the source's versions occupy on disk.",
+  ).optional(),
+});
+
+export const offsiteServerStatus = z.object({
+  phase: described(
+    z.enum(["Pending", "Provisioning", "Ready", "Degraded", "Suspended", "Terminating"]),
+    "A one-word summary; the conditions carry the details.",
+  ).optional(),
+  endpoint: described(
+    z.string().max(512),
+    "host:port where sources in other clusters reach this server.",
+  ).optional(),
+  internalEndpoint: described(
+    z.string().max(512),
+    "host:port inside the cluster (the Service's DNS name).",
+  ).optional(),
+  caSecretName: described(
+    z.string().max(253),
+    "Secret holding the CA that signs this server's certificates.",
+  ).optional(),
+  serverCertificateSecretName: described(
+    z.string().max(253),
+    "Secret holding the receiver's serving certificate.",
+  ).optional(),
+  certificateNotAfter: described(z.iso.datetime(), "When the receiver's certificate expires.").optional(),
+  capacity: described(
+    z.object({
+      totalBytes: described(z.number().int().nonnegative(), "Size of the data volume in bytes.").optional(),
+      usedBytes: described(
+        z.number().int().nonnegative(),
+        "Bytes in use, as reported by the receiver.",
+      ).optional(),
+      reportedAt: described(z.iso.datetime(), "When the receiver last reported usage.").optional(),
+    }),
+    "How full the data volume is.",
+  ).optional(),
+  sources: described(z.array(sourceStatus), "Sources that push to this server.", {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["site", "source"],
+  }).optional(),
+  restartedAt: described(z.string().max(64), "The offsite.dev/restart-at value last acted on.").optional(),
+  observedGeneration: observedGeneration().optional(),
+  conditions: conditions().optional(),
+});
+
+export type OffsiteServerSpec = z.infer<typeof offsiteServerSpec>;
+export type OffsiteServerStatus = z.infer<typeof offsiteServerStatus>;

@@ -1,0 +1,91 @@
+/**
+ * A child process the test harness owns: output goes to a log file (shown when startup
+ * fails), and every live process is killed when the test process exits for any reason,
+ * so a failing or crashing test never leaves etcd or an API server behind.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { openSync, closeSync, readFileSync } from "node:fs";
+
+const live = new Set<ChildProcess>();
+
+function killAllNow(): void {
+  for (const child of live) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+}
+
+// 'exit' handlers must be synchronous: SIGKILL is the only thing that fits.
+process.on("exit", killAllNow);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    killAllNow();
+    process.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const)[signal]);
+  });
+}
+
+export class ManagedProcess {
+  readonly name: string;
+  readonly logPath: string;
+  private readonly child: ChildProcess;
+  private exitCode: number | null | undefined;
+  private readonly exited: Promise<void>;
+
+  constructor(
+    name: string,
+    command: string,
+    args: string[],
+    logPath: string,
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.name = name;
+    this.logPath = logPath;
+    const log = openSync(logPath, "a");
+    this.child = spawn(command, args, { stdio: ["ignore", log, log], env });
+    closeSync(log);
+    live.add(this.child);
+    this.exited = new Promise((resolve) => {
+      this.child.once("exit", (code) => {
+        this.exitCode = code;
+        live.delete(this.child);
+        resolve();
+      });
+      this.child.once("error", (error) => {
+        this.exitCode = -1;
+        live.delete(this.child);
+        process.stderr.write(`[test-cluster] ${name} failed to start: ${error.message}\n`);
+        resolve();
+      });
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** The last lines of the process's output, for error messages. */
+  tail(lines = 30): string {
+    try {
+      return readFileSync(this.logPath, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+    } catch {
+      return "(no output)";
+    }
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The one way an integration or end-to-end suite gets a cluster:
+ *
+ *   const cluster = useTestCluster({ controllers: true });
+ *   it("...", async () => { const api = cluster.kc.makeApiClient(CoreV1Api); ... });
+ *
+ * By default each suite (test file) starts its own throwaway control plane and stops it
+ * in an `after` hook, which runs even when tests fail. With OFFSITE_TEST_CLUSTER=existing
+ * the suite uses the cluster KUBECONFIG points at (kind, or any real cluster) instead.
+ * Either way the suite works in its own namespace, deleted at the end, so the same
+ * suite runs unchanged on both.
+ */
+import { after, before } from "node:test";
+import { randomBytes } from "node:crypto";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
+import { installCrds } from "../../crds/install.ts";
+import { ControlPlane, runKubectl, type ControlPlaneOptions } from "./controlPlane.ts";
+
+export interface TestClusterOptions extends ControlPlaneOptions {
+  /** Install the Offsite CRDs (default true). */
+  crds?: boolean;
+}
+
+export interface TestCluster {
+  /** A client configuration for the cluster, admin rights. */
+  readonly kc: KubeConfig;
+  readonly kubeconfigPath: string;
+  /** A namespace of this suite's own. */
+  readonly namespace: string;
+  /** The throwaway control plane, when the suite started one. */
+  readonly controlPlane: ControlPlane | undefined;
+  kubectl(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+export function usingExistingCluster(): boolean {
+  return process.env.OFFSITE_TEST_CLUSTER === "existing";
+}
+
+/** Starts (or connects to) a cluster for this suite; the handle is usable inside tests. */
+export async function startTestCluster(
+  options: TestClusterOptions = {},
+): Promise<TestCluster & { stop(): Promise<void> }> {
+  let controlPlane: ControlPlane | undefined;
+  let kubeconfigPath: string;
+  if (usingExistingCluster()) {
+    kubeconfigPath = process.env.KUBECONFIG?.split(":")[0] ?? join(homedir(), ".kube", "config");
+  } else {
+    controlPlane = await ControlPlane.start(options);
+    kubeconfigPath = controlPlane.writeKubeconfig();
+  }
+  try {
+    const kc = new KubeConfig();
+    kc.loadFromFile(kubeconfigPath);
+    if (options.crds !== false) await installCrds(kc);
+    const namespace = `offsite-test-${randomBytes(4).toString("hex")}`;
+    await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: namespace } } });
+    return {
+      kc,
+      kubeconfigPath,
+      namespace,
+      controlPlane,
+      kubectl: (args, input) => runKubectl(kubeconfigPath, args, input),
+      async stop() {
+        if (controlPlane) {
+          await controlPlane.stop();
+        } else {
+          await kc
+            .makeApiClient(CoreV1Api)
+            .deleteNamespace({ name: namespace })
+            .catch(() => undefined);
+        }
+      },
+    };
+  } catch (error) {
+    await controlPlane?.stop();
+    throw error;
+  }
+}
+
+/** Registers before/after hooks that start and stop a cluster for the enclosing suite. */
+export function useTestCluster(options: TestClusterOptions = {}): TestCluster {
+  let cluster: (TestCluster & { stop(): Promise<void> }) | undefined;
+  before(async () => {
+    cluster = await startTestCluster(options);
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+  const get = (): TestCluster => {
+    if (!cluster)
+      throw new Error("the test cluster is not started yet: use it inside tests, not at module level");
+    return cluster;
+  };
+  return {
+    get kc() {
+      return get().kc;
+    },
+    get kubeconfigPath() {
+      return get().kubeconfigPath;
+    },
+    get namespace() {
+      return get().namespace;
+    },
+    get controlPlane() {
+      return get().controlPlane;
+    },
+    kubectl: (args, input) => get().kubectl(args, input),
+  };
+}

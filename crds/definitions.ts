@@ -3,7 +3,7 @@
  * YAML in crds/generated/ is rendered (`npm run crds:generate`) and from which the
  * operator and agent take their TypeScript types.
  */
-import { z } from "zod";
+import type { z } from "zod";
 import { backupJobSpec, backupJobStatus } from "./schema/backupJob.ts";
 import { offsiteServerSpec, offsiteServerStatus } from "./schema/offsiteServer.ts";
 import { replicationPairSpec, replicationPairStatus } from "./schema/replicationPair.ts";

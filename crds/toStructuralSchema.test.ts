@@ -164,6 +164,20 @@ describe("the generated Offsite CRD schemas", () => {
       assert.deepEqual(undocumentedPaths(status, "status"), []);
     });
 
+    it(`${kind}: every list with CEL rules inside has maxItems (or the API server refuses the cost)`, () => {
+      const hasRules = (node: unknown): boolean =>
+        JSON.stringify(node).includes('"x-kubernetes-validations"');
+      walk(schema, (node, path) => {
+        if (node.type === "array" && hasRules(node.items)) {
+          assert.equal(
+            typeof node.maxItems,
+            "number",
+            `${kind} ${path} is a list with CEL rules and no maxItems`,
+          );
+        }
+      });
+    });
+
     it(`${kind}: every string checked by a CEL regex has a length bound`, () => {
       walk(schema, (node, path) => {
         const rules = node["x-kubernetes-validations"] as { rule: string }[] | undefined;

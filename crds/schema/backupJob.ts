@@ -71,7 +71,7 @@ const externalServer = described(
   z.object({
     endpoint: described(
       matchingString(
-        /^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$/,
+        /^[A-Za-z0-9.:[\]-]+:[0-9]{1,5}$/,
         300,
         "endpoint must be host:port, e.g. backup.example.com:5722",
       ),

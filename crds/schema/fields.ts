@@ -42,7 +42,7 @@ export function withRules<T extends z.ZodType>(schema: T, ...rules: CrossFieldRu
   let checked: T = schema;
   for (const { holds, message, fieldPath } of rules) {
     const path = fieldPath ? fieldPath.replace(/^\./, "").split(".") : [];
-    checked = checked.refine((value) => holds(value as z.output<T>), { message, path }) as T;
+    checked = checked.refine((value) => holds(value), { message, path });
   }
   return checked.meta({ "x-kubernetes-validations": rules.map(({ holds: _holds, ...cel }) => cel) });
 }

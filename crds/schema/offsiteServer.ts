@@ -109,7 +109,7 @@ export const offsiteServerSpec = withRules(
       "Jobs the receiver accepts at once; further sources wait and retry.",
     ).default(16),
     suspendedSources: described(
-      z.array(guid("a source")),
+      z.array(guid("a source")).max(1000),
       "Source GUIDs whose pushes are refused (reported as Suspended); their stored versions are kept.",
     ).default([]),
     image: described(
@@ -140,8 +140,9 @@ export const offsiteServerSpec = withRules(
 );
 
 const sourceStatus = z.object({
-  site: described(guid("the site (source cluster)"), "GUID of the site the source belongs to."),
-  source: described(guid("the source"), "GUID of the source (protected workload/volume)."),
+  // Written by the operator, so no CEL here: rules inside status lists only cost API server budget.
+  site: described(z.string().max(63), "GUID of the site the source belongs to."),
+  source: described(z.string().max(63), "GUID of the source (protected workload/volume)."),
   name: described(
     z.string().max(512),
     "namespace/name of the BackupJob or ReplicationPair, when known.",

@@ -7,6 +7,7 @@
  * The subtle part is teardown: every process is a ManagedProcess, killed on stop() and,
  * as a safety net, when the test process exits however it exits.
  */
+import { createPublicKey } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { request } from "node:https";
@@ -150,7 +151,7 @@ export class ControlPlane {
       `--tls-private-key-file=${join(this.dir, "serving.key")}`,
       `--client-ca-file=${join(this.dir, "ca.crt")}`,
       "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-      `--service-account-key-file=${join(this.dir, "sa.key")}`,
+      `--service-account-key-file=${join(this.dir, "sa.pub")}`,
       `--service-account-signing-key-file=${join(this.dir, "sa.key")}`,
       "--service-cluster-ip-range=10.96.0.0/16",
       "--authorization-mode=RBAC",
@@ -190,6 +191,11 @@ export class ControlPlane {
     writeFileSync(join(this.dir, "serving.crt"), serving.certificatePem);
     writeFileSync(join(this.dir, "serving.key"), serving.privateKeyPem, { mode: 0o600 });
     writeFileSync(join(this.dir, "sa.key"), serviceAccountKey, { mode: 0o600 });
+    // The API server verifies tokens with the public half; it does not derive it from a PKCS#8 key.
+    writeFileSync(
+      join(this.dir, "sa.pub"),
+      createPublicKey(serviceAccountKey).export({ type: "spki", format: "pem" }),
+    );
   }
 
   private async apiReady(): Promise<boolean> {
@@ -315,10 +321,15 @@ export class ControlPlane {
     throw new Error(`${process_.name} was not healthy after ${timeoutMs} ms:\n${process_.tail()}`);
   }
 
-  /** Writes (once) and returns the admin kubeconfig. */
+  /** The admin kubeconfig, as YAML. */
+  kubeconfigYaml(): string {
+    return kubeconfigYaml(this.server, this.ca.certificatePem, this.admin);
+  }
+
+  /** Writes and returns the admin kubeconfig inside the control plane's directory. */
   writeKubeconfig(): string {
     const path = join(this.dir, "kubeconfig");
-    writeFileSync(path, kubeconfigYaml(this.server, this.ca.certificatePem, this.admin), { mode: 0o600 });
+    writeFileSync(path, this.kubeconfigYaml(), { mode: 0o600 });
     this.kubeconfigPath = path;
     return path;
   }

@@ -2,6 +2,11 @@
  * A child process the test harness owns: output goes to a log file (shown when startup
  * fails), and every live process is killed when the test process exits for any reason,
  * so a failing or crashing test never leaves etcd or an API server behind.
+ *
+ * Each child gets a process group of its own, so a signal aimed at the test's group
+ * (Ctrl-C, a CI runner's SIGTERM) reaches the test first and the harness stops the
+ * children in order, instead of etcd dying under a still-running API server. The cost:
+ * a test process killed with SIGKILL cannot clean up, and its children are orphaned.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { openSync, closeSync, readFileSync } from "node:fs";
@@ -45,7 +50,7 @@ export class ManagedProcess {
     this.name = name;
     this.logPath = logPath;
     const log = openSync(logPath, "a");
-    this.child = spawn(command, args, { stdio: ["ignore", log, log], env });
+    this.child = spawn(command, args, { stdio: ["ignore", log, log], env, detached: true });
     closeSync(log);
     live.add(this.child);
     this.exited = new Promise((resolve) => {

@@ -1,0 +1,107 @@
+/**
+ * The main job, `npm start`. Without a cluster: starts a local Kubernetes control plane
+ * (etcd, kube-apiserver, controller-manager, scheduler, kwok with a fake node), installs
+ * the Offsite CRDs, applies the examples and prints how to use kubectl against it, then
+ * keeps running until Ctrl-C. With `--kubeconfig PATH`: does the same on that cluster.
+ *
+ *   npm start                                 local control plane, until Ctrl-C
+ *   npm start -- --kubeconfig ~/.kube/config  an existing cluster (kind, ...)
+ *   npm start -- --exit                       set up, print, stop (used by the tests)
+ */
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { installCrds } from "../crds/install.ts";
+import { binaryPath } from "../test/cluster/binaries.ts";
+import { ControlPlane, runKubectl } from "../test/cluster/controlPlane.ts";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const DEMO_NAMESPACE = "offsite-demo";
+
+const USAGE = `usage: npm start [-- --kubeconfig PATH] [--exit]
+  --kubeconfig PATH  use this cluster instead of starting a local control plane
+  --exit             stop after setting up (the local control plane is stopped too)`;
+
+async function main(): Promise<void> {
+  let args;
+  try {
+    args = parseArgs({
+      options: {
+        kubeconfig: { type: "string" },
+        exit: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
+
+  let plane: ControlPlane | undefined;
+  let kubeconfigPath: string;
+  if (args.kubeconfig) {
+    kubeconfigPath = resolve(args.kubeconfig);
+    console.log(`Using the cluster in ${kubeconfigPath}`);
+  } else {
+    console.log("Starting a local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok)...");
+    plane = await ControlPlane.start({ controllers: true });
+    const stateDir = join(ROOT, ".offsite");
+    mkdirSync(stateDir, { recursive: true });
+    kubeconfigPath = join(stateDir, "kubeconfig");
+    writeFileSync(kubeconfigPath, plane.kubeconfigYaml(), { mode: 0o600 });
+  }
+
+  const stop = async (code: number) => {
+    await plane?.stop();
+    process.exit(code);
+  };
+  process.once("SIGINT", () => void stop(0));
+  process.once("SIGTERM", () => void stop(0));
+
+  try {
+    const kc = new KubeConfig();
+    kc.loadFromFile(kubeconfigPath);
+    const crds = await installCrds(kc);
+    console.log(`Installed ${crds.join(", ")}`);
+
+    const kubectl = (a: string[], input?: string) => runKubectl(kubeconfigPath, a, input);
+    const namespace = await kubectl(["create", "namespace", DEMO_NAMESPACE]);
+    if (namespace.code !== 0 && !namespace.stderr.includes("AlreadyExists"))
+      throw new Error(namespace.stderr);
+    const examples = join(ROOT, "crds", "examples");
+    for (const file of readdirSync(examples).filter((f) => f.endsWith(".yaml"))) {
+      const applied = await kubectl(["apply", "-n", DEMO_NAMESPACE, "-f", join(examples, file)]);
+      if (applied.code !== 0) throw new Error(`applying ${file} failed: ${applied.stderr}`);
+    }
+    const listing = await kubectl(["get", "offsite", "-n", DEMO_NAMESPACE]);
+    console.log(
+      `\nThe examples from crds/examples/ are in namespace ${DEMO_NAMESPACE}:\n\n${listing.stdout}`,
+    );
+    console.log(
+      [
+        "Use kubectl against it:",
+        `  export KUBECONFIG=${kubeconfigPath}`,
+        `  alias kubectl=${binaryPath("kubectl")}`,
+        `  kubectl get offsite -n ${DEMO_NAMESPACE}`,
+        "  kubectl explain offsiteserver.spec",
+        "  kubectl get osrv,bj,rp -A",
+        "",
+        "(The operator that acts on these resources is not part of this build yet.)",
+      ].join("\n"),
+    );
+    if (args.exit) return stop(0);
+    if (plane) console.log("\nThe control plane runs until Ctrl-C.");
+    else return;
+    await new Promise(() => undefined);
+  } catch (error) {
+    console.error(`npm start failed: ${(error as Error).message}`);
+    await stop(1);
+  }
+}
+
+await main();

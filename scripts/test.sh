@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `npm test`: the one test command, and exactly what CI runs (.ci/run).
+# Static checks first (cheap, and they catch what tests would report less clearly),
+# then every unit and integration test in one node --test run.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/ensure-deps.sh"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+step "types (tsc)";               tsc --noEmit -p tsconfig.json
+step "lint (eslint)";             eslint --max-warnings=0 .
+step "format (prettier --check)"; prettier --check . >/dev/null || { prettier --check . ; echo "run: npm run format" >&2; exit 1; }
+step "generated CRDs are current"; node crds/generate.ts --check
+step "tests (node --test)"
+# Integration suites each start their own control plane; two at a time suits 2 cores.
+exec node --test --test-concurrency=2 --test-timeout=600000 \
+  "pki/**/*.test.ts" "crds/**/*.test.ts" "operator/**/*.test.ts" "agent/**/*.test.ts" \
+  "test/unit/**/*.test.ts" "test/integration/**/*.test.ts" "$@"

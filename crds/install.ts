@@ -47,7 +47,7 @@ export async function installCrds(kc: KubeConfig, timeoutMs = 30_000): Promise<s
     try {
       await objects.patch(crd, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
     } catch (error) {
-      throw new Error(`installing CRD ${name} failed: ${apiErrorMessage(error)}`);
+      throw new Error(`installing CRD ${name} failed: ${apiErrorMessage(error)}`, { cause: error });
     }
     names.push(name);
   }

@@ -50,18 +50,18 @@ async function main(): Promise<void> {
   } else {
     console.log("Starting a local Kubernetes control plane (etcd, kube-apiserver, controllers, kwok)...");
     plane = await ControlPlane.start({ controllers: true });
-    const stateDir = join(ROOT, ".offsite");
+    const stateDir = process.env.OFFSITE_STATE_DIR ?? join(ROOT, ".offsite");
     mkdirSync(stateDir, { recursive: true });
     kubeconfigPath = join(stateDir, "kubeconfig");
     writeFileSync(kubeconfigPath, plane.kubeconfigYaml(), { mode: 0o600 });
   }
 
+  // Ctrl-C is handled by the harness (test/cluster/managedProcess.ts): it stops the
+  // control plane and removes its files, then exits with 130.
   const stop = async (code: number) => {
     await plane?.stop();
     process.exit(code);
   };
-  process.once("SIGINT", () => void stop(0));
-  process.once("SIGTERM", () => void stop(0));
 
   try {
     const kc = new KubeConfig();

@@ -20,7 +20,7 @@ import {
   type CertificateAndKey,
 } from "../../pki/certificates.ts";
 import { binaryPath } from "./binaries.ts";
-import { ManagedProcess } from "./managedProcess.ts";
+import { ManagedProcess, releaseOnExit, removeOnExit } from "./managedProcess.ts";
 
 export interface ControlPlaneOptions {
   /** Also run kube-controller-manager, kube-scheduler and kwok with one fake Node. */
@@ -92,6 +92,7 @@ export class ControlPlane {
   private constructor(options: ControlPlaneOptions) {
     this.options = options;
     this.dir = mkdtempSync(join(process.env.OFFSITE_TEST_TMPDIR ?? tmpdir(), "offsite-cp-"));
+    removeOnExit(this.dir);
   }
 
   /** Starts a control plane; on any failure everything started so far is stopped again. */
@@ -344,6 +345,7 @@ export class ControlPlane {
   async stop(): Promise<void> {
     for (const p of [...this.processes].reverse()) await p.stop();
     if (!process.env.OFFSITE_KEEP_TEST_CLUSTER) rmSync(this.dir, { recursive: true, force: true });
+    releaseOnExit(this.dir);
   }
 }
 

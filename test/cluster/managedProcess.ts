@@ -9,27 +9,50 @@
  * a test process killed with SIGKILL cannot clean up, and its children are orphaned.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { openSync, closeSync, readFileSync } from "node:fs";
+import { openSync, closeSync, readFileSync, rmSync } from "node:fs";
 
 const live = new Set<ChildProcess>();
+const ownedDirectories = new Set<string>();
 
-function killAllNow(): void {
-  for (const child of live) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-  live.clear();
+/** Removes `dir` when the test process exits, unless released first. */
+export function removeOnExit(dir: string): void {
+  ownedDirectories.add(dir);
 }
 
-// 'exit' handlers must be synchronous: SIGKILL is the only thing that fits.
-process.on("exit", killAllNow);
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.once(signal, () => {
-    killAllNow();
-    process.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const)[signal]);
+export function releaseOnExit(dir: string): void {
+  ownedDirectories.delete(dir);
+}
+
+function removeDirectories(): void {
+  if (process.env.OFFSITE_KEEP_TEST_CLUSTER) return;
+  for (const dir of ownedDirectories) rmSync(dir, { recursive: true, force: true });
+  ownedDirectories.clear();
+}
+
+// 'exit' handlers must be synchronous: SIGKILL and rmSync are what fits.
+process.on("exit", () => {
+  for (const child of live) child.kill("SIGKILL");
+  live.clear();
+  removeDirectories();
+});
+
+// On a signal there is time to stop politely: SIGTERM, a short grace, then SIGKILL.
+// Signals keep being handled while that runs (a test runner forwards the one its group
+// got, a person presses Ctrl-C twice); a second one kills everything at once.
+let shuttingDown = false;
+for (const [signal, number] of [
+  ["SIGINT", 2],
+  ["SIGTERM", 15],
+  ["SIGHUP", 1],
+] as const) {
+  process.on(signal, () => {
+    if (shuttingDown) process.exit(128 + number); // the exit handler SIGKILLs what is left
+    shuttingDown = true;
+    const children = [...live];
+    for (const child of children) child.kill("SIGTERM");
+    const exited = children.map((child) => new Promise((resolve) => child.once("exit", resolve)));
+    const grace = new Promise((resolve) => setTimeout(resolve, 3000).unref());
+    void Promise.race([Promise.all(exited), grace]).then(() => process.exit(128 + number));
   });
 }
 

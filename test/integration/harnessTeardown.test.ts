@@ -12,10 +12,16 @@ import { usingExistingCluster } from "../cluster/testCluster.ts";
 
 const FIXTURE = join(import.meta.dirname, "fixtures", "failingSuite.ts");
 
+/** Whether a process runs; a zombie (exited, not yet reaped by init) counts as gone. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
   } catch {
     return false;
   }
@@ -85,13 +91,14 @@ describe(
       assert.ok(!existsSync(dir), `${dir} was left behind`);
     });
 
-    it("stops them when the test process is terminated mid-suite", async () => {
-      const { pids } = await runFixture(true);
+    it("stops them and removes their files when the test process is terminated mid-suite", async () => {
+      const { pids, dir } = await runFixture(true);
       assert.equal(pids.length, 2);
       assert.ok(
         await waitFor(() => !pids.some(alive), 10_000),
         `still running: ${pids.filter(alive).join(", ")}`,
       );
+      assert.ok(!existsSync(dir), `${dir} was left behind`);
     });
   },
 );

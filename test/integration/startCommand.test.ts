@@ -1,0 +1,89 @@
+/**
+ * The README's main command: `npm start` brings up the local control plane with the
+ * Offsite API and the examples, and the cluster it prints is usable by kubectl and by
+ * our own suites in OFFSITE_TEST_CLUSTER=existing mode (the mode a kind cluster uses).
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { runKubectl } from "../cluster/controlPlane.ts";
+import { usingExistingCluster } from "../cluster/testCluster.ts";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+
+function waitForOutput(child: ReturnType<typeof spawn>, pattern: RegExp, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(
+      () => reject(new Error(`no ${pattern} after ${timeoutMs} ms:\n${output}`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (pattern.test(output)) {
+        clearTimeout(timer);
+        resolve(output);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`exited with ${code} before ${pattern}:\n${output}`));
+    });
+  });
+}
+
+describe("npm start", { skip: usingExistingCluster() && "starts a local control plane of its own" }, () => {
+  it("serves the API with the examples until Ctrl-C, and the suites run against it as an existing cluster", async () => {
+    const state = mkdtempSync(join(tmpdir(), "offsite-start-"));
+    const { NODE_TEST_CONTEXT: _context, ...env } = process.env;
+    const start = spawn(process.execPath, ["scripts/start.ts"], {
+      cwd: ROOT,
+      env: { ...env, OFFSITE_STATE_DIR: state },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      const output = await waitForOutput(start, /runs until Ctrl-C/, 180_000);
+      const kubeconfig = join(state, "kubeconfig");
+      assert.match(output, new RegExp(`export KUBECONFIG=${kubeconfig}`));
+      assert.match(output, /offsiteserver\.offsite\.dev\/vault/);
+      assert.match(output, /backupjob\.offsite\.dev\/cms-uploads-nightly/);
+      assert.match(output, /replicationpair\.offsite\.dev\/web-uploads/);
+
+      const servers = await runKubectl(kubeconfig, ["get", "osrv", "-n", "offsite-demo", "-o", "name"]);
+      assert.equal(servers.code, 0, servers.stderr);
+      assert.match(servers.stdout, /offsiteserver\.offsite\.dev\/vault/);
+
+      // The same CRD suite, unchanged, against the cluster npm start made.
+      const suite = spawn(
+        process.execPath,
+        ["--test", "--test-reporter=spec", "test/integration/crds.test.ts"],
+        {
+          cwd: ROOT,
+          env: { ...env, OFFSITE_TEST_CLUSTER: "existing", KUBECONFIG: kubeconfig },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let suiteOutput = "";
+      suite.stdout.on("data", (chunk: Buffer) => (suiteOutput += chunk.toString()));
+      suite.stderr.on("data", (chunk: Buffer) => (suiteOutput += chunk.toString()));
+      const suiteCode = await new Promise<number | null>((resolve) => suite.on("close", resolve));
+      assert.equal(suiteCode, 0, suiteOutput);
+      assert.match(suiteOutput, /ℹ pass 12/);
+      assert.match(suiteOutput, /ℹ fail 0/);
+
+      const stopped = new Promise<number | null>((resolve) => start.on("exit", resolve));
+      start.kill("SIGINT");
+      assert.equal(await stopped, 130, "npm start stops on Ctrl-C with the shell's code for SIGINT");
+      const after = await runKubectl(kubeconfig, ["get", "ns", "--request-timeout=2s"]);
+      assert.notEqual(after.code, 0, "the control plane is gone after Ctrl-C");
+    } finally {
+      start.kill("SIGKILL");
+      rmSync(state, { recursive: true, force: true });
+    }
+  });
+});

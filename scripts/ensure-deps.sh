@@ -19,7 +19,9 @@ if [ "$node_major" -lt 24 ]; then
   exit 1
 fi
 
-if [ -z "${OFFSITE_SKIP_BINARIES:-}" ]; then
+# A user's own binaries (envtest's KUBEBUILDER_ASSETS) skip the eager build; anything
+# they lack (kwok, say) is built on first use by test/cluster/binaries.ts.
+if [ -z "${OFFSITE_SKIP_BINARIES:-}" ] && [ -z "${KUBEBUILDER_ASSETS:-}" ]; then
   echo "[setup] control-plane binaries (test/cluster/build-binaries.sh)" >&2
   OFFSITE_BINARIES_DIR=$(bash test/cluster/build-binaries.sh)
   export OFFSITE_BINARIES_DIR

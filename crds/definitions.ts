@@ -3,7 +3,9 @@
  * YAML in crds/generated/ is rendered (`npm run crds:generate`) and from which the
  * operator and agent take their TypeScript types.
  */
+import type { V1ObjectMeta } from "@kubernetes/client-node";
 import type { z } from "zod";
+import type { OffsiteServerSpec, OffsiteServerStatus } from "./schema/offsiteServer.ts";
 import { backupJobSpec, backupJobStatus } from "./schema/backupJob.ts";
 import { offsiteServerSpec, offsiteServerStatus } from "./schema/offsiteServer.ts";
 import { replicationPairSpec, replicationPairStatus } from "./schema/replicationPair.ts";
@@ -162,3 +164,13 @@ export const KINDS: readonly KindDefinition[] = [backupJobKind, offsiteServerKin
 export type { BackupJobSpec, BackupJobStatus } from "./schema/backupJob.ts";
 export type { OffsiteServerSpec, OffsiteServerStatus } from "./schema/offsiteServer.ts";
 export type { ReplicationPairSpec, ReplicationPairStatus } from "./schema/replicationPair.ts";
+
+/** An Offsite custom resource as read from the API server. */
+export interface OffsiteResource<Spec, Status> {
+  apiVersion: string;
+  kind: string;
+  metadata: V1ObjectMeta;
+  spec: Spec;
+  status?: Status;
+}
+export type OffsiteServer = OffsiteResource<OffsiteServerSpec, OffsiteServerStatus>;

@@ -7,7 +7,12 @@ import { binaryPath, builtBinaryDir, pinnedVersions } from "./binaries.ts";
 
 const saved = { ...process.env };
 afterEach(() => {
-  for (const key of ["KUBEBUILDER_ASSETS", "TEST_ASSET_KUBE_APISERVER", "TEST_ASSET_KWOK", "OFFSITE_CACHE_DIR"]) {
+  for (const key of [
+    "KUBEBUILDER_ASSETS",
+    "TEST_ASSET_KUBE_APISERVER",
+    "TEST_ASSET_KWOK",
+    "OFFSITE_CACHE_DIR",
+  ]) {
     if (saved[key] === undefined) delete process.env[key];
     else process.env[key] = saved[key];
   }

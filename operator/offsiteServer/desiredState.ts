@@ -1,0 +1,248 @@
+/**
+ * What should exist for an OffsiteServer, as pure functions of the observed state:
+ * the receiver StatefulSet, its Service and its data claim. No I/O here, so every
+ * decision is unit-tested without a cluster; reconcileOffsiteServer applies the result.
+ *
+ * The data claim is a plain PVC rather than a volumeClaimTemplate because templates are
+ * immutable: growing the volume must be a patch of the claim. It never carries an owner
+ * reference, so garbage collection cannot delete data; only the finalizer does, and
+ * only when retainPolicy is Delete.
+ */
+import type {
+  V1OwnerReference,
+  V1PersistentVolumeClaim,
+  V1Service,
+  V1StatefulSet,
+} from "@kubernetes/client-node";
+import { sizeToBytes } from "../../crds/schema/fields.ts";
+import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
+import {
+  RECEIVER_PORT_NAME,
+  RESTART_ANNOTATION,
+  offsiteServerLabels,
+  offsiteServerNames,
+  offsiteServerSelector,
+} from "./names.ts";
+
+export const AGENT_UID = 65532;
+
+export interface ServerIdentity {
+  name: string;
+  namespace: string;
+  uid: string;
+  annotations?: Record<string, string>;
+}
+
+export function ownerReference(server: ServerIdentity): V1OwnerReference {
+  return {
+    apiVersion: "offsite.dev/v1alpha1",
+    kind: "OffsiteServer",
+    name: server.name,
+    uid: server.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+export interface StatefulSetInputs {
+  server: ServerIdentity;
+  spec: OffsiteServerSpec;
+  /** The agent image when the spec names none. */
+  defaultImage: string;
+  /** A digest of the serving certificate: a new certificate rolls the pod. */
+  tlsChecksum: string;
+}
+
+export function desiredStatefulSet({
+  server,
+  spec,
+  defaultImage,
+  tlsChecksum,
+}: StatefulSetInputs): V1StatefulSet {
+  const names = offsiteServerNames(server.name);
+  const labels = offsiteServerLabels(server.name);
+  const restartAt = server.annotations?.[RESTART_ANNOTATION];
+  const claimName = spec.storage.existingClaim ?? names.dataClaim;
+  const resources = spec.resources
+    ? {
+        ...(spec.resources.requests ? { requests: stringValues(spec.resources.requests) } : {}),
+        ...(spec.resources.limits ? { limits: stringValues(spec.resources.limits) } : {}),
+      }
+    : undefined;
+  return {
+    apiVersion: "apps/v1",
+    kind: "StatefulSet",
+    metadata: {
+      name: names.statefulSet,
+      namespace: server.namespace,
+      labels,
+      ownerReferences: [ownerReference(server)],
+    },
+    spec: {
+      replicas: spec.suspend ? 0 : 1,
+      serviceName: names.service,
+      selector: { matchLabels: offsiteServerSelector(server.name) },
+      updateStrategy: { type: "RollingUpdate" },
+      template: {
+        metadata: {
+          labels,
+          annotations: {
+            "offsite.dev/tls-checksum": tlsChecksum,
+            ...(restartAt ? { "offsite.dev/restarted-at": restartAt } : {}),
+          },
+        },
+        spec: {
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          ...(spec.nodeSelector ? { nodeSelector: spec.nodeSelector } : {}),
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: AGENT_UID,
+            runAsGroup: AGENT_UID,
+            fsGroup: AGENT_UID,
+            fsGroupChangePolicy: "OnRootMismatch",
+            seccompProfile: { type: "RuntimeDefault" },
+          },
+          containers: [
+            {
+              name: "receiver",
+              image: spec.image ?? defaultImage,
+              args: [
+                "receive",
+                "--root=/data",
+                `--port=${spec.port}`,
+                "--tls-cert=/etc/offsite/tls/tls.crt",
+                "--tls-key=/etc/offsite/tls/tls.key",
+                "--client-ca=/etc/offsite/tls/ca.crt",
+                `--max-concurrent-jobs=${spec.maxConcurrentJobs}`,
+                ...spec.suspendedSources.map((source) => `--suspended-source=${source}`),
+              ],
+              ports: [{ name: RECEIVER_PORT_NAME, containerPort: spec.port, protocol: "TCP" }],
+              readinessProbe: { tcpSocket: { port: RECEIVER_PORT_NAME }, periodSeconds: 5 },
+              livenessProbe: {
+                tcpSocket: { port: RECEIVER_PORT_NAME },
+                periodSeconds: 20,
+                failureThreshold: 6,
+              },
+              ...(resources ? { resources } : {}),
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ["ALL"] },
+              },
+              volumeMounts: [
+                { name: "data", mountPath: "/data" },
+                { name: "tls", mountPath: "/etc/offsite/tls", readOnly: true },
+                { name: "tmp", mountPath: "/tmp" },
+              ],
+            },
+          ],
+          volumes: [
+            { name: "data", persistentVolumeClaim: { claimName } },
+            { name: "tls", secret: { secretName: names.serverTlsSecret, defaultMode: 0o440 } },
+            { name: "tmp", emptyDir: {} },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function stringValues(values: Record<string, string | number | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(values)) if (value !== undefined) out[key] = String(value);
+  return out;
+}
+
+export function desiredService(server: ServerIdentity, spec: OffsiteServerSpec): V1Service {
+  const names = offsiteServerNames(server.name);
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: {
+      name: names.service,
+      namespace: server.namespace,
+      labels: offsiteServerLabels(server.name),
+      ...(spec.service.annotations ? { annotations: spec.service.annotations } : {}),
+      ownerReferences: [ownerReference(server)],
+    },
+    spec: {
+      type: spec.service.type,
+      selector: offsiteServerSelector(server.name),
+      ports: [
+        {
+          name: RECEIVER_PORT_NAME,
+          port: spec.port,
+          targetPort: RECEIVER_PORT_NAME,
+          protocol: "TCP",
+          ...(spec.service.type === "NodePort" && spec.service.nodePort
+            ? { nodePort: spec.service.nodePort }
+            : {}),
+        },
+      ],
+    },
+  };
+}
+
+/** A problem the reconcile reports in status instead of acting on it. */
+export interface SpecProblem {
+  reason: string;
+  message: string;
+}
+
+export interface ClaimDecision {
+  /** The claim to apply, or undefined when the user's existing claim is used. */
+  claim?: V1PersistentVolumeClaim;
+  problems: SpecProblem[];
+}
+
+/**
+ * The data claim: created at the requested size, grown when the spec grows, never
+ * shrunk (Kubernetes cannot) and never moved to another class (immutable) — those
+ * two are reported instead.
+ */
+export function desiredDataClaim(
+  server: ServerIdentity,
+  spec: OffsiteServerSpec,
+  observed: V1PersistentVolumeClaim | undefined,
+): ClaimDecision {
+  if (spec.storage.existingClaim) return { problems: [] };
+  const names = offsiteServerNames(server.name);
+  const requested = String(spec.storage.size ?? "10Gi");
+  const problems: SpecProblem[] = [];
+  let size = requested;
+  const current = observed?.spec?.resources?.requests?.storage;
+  if (current !== undefined && sizeToBytes(requested) < sizeToBytes(current)) {
+    problems.push({
+      reason: "StorageShrinkRefused",
+      message: `storage.size ${requested} is smaller than the data claim's ${current}; Kubernetes cannot shrink a volume, so it stays ${current}. Set the size back to at least ${current}.`,
+    });
+    size = current;
+  }
+  const observedClass = observed?.spec?.storageClassName;
+  let storageClassName = spec.storage.storageClassName;
+  if (observed && storageClassName !== undefined && observedClass !== storageClassName) {
+    problems.push({
+      reason: "StorageClassImmutable",
+      message: `storage.storageClassName ${storageClassName} differs from the data claim's ${observedClass ?? "(default)"}; a claim's class cannot change. Move the data to a new OffsiteServer instead.`,
+    });
+    storageClassName = observedClass;
+  }
+  return {
+    claim: {
+      apiVersion: "v1",
+      kind: "PersistentVolumeClaim",
+      metadata: {
+        name: names.dataClaim,
+        namespace: server.namespace,
+        labels: offsiteServerLabels(server.name),
+      },
+      spec: {
+        accessModes: ["ReadWriteOnce"],
+        resources: { requests: { storage: size } },
+        ...(storageClassName !== undefined ? { storageClassName } : {}),
+      },
+    },
+    problems,
+  };
+}

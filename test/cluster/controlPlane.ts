@@ -260,6 +260,7 @@ export class ControlPlane {
       "--cidr=10.244.0.0/16",
     ]);
     await this.applyFakeNode(timeout);
+    await this.applyVolumePool();
     // Ready when the controllers made the default ServiceAccount, which every Pod needs.
     await this.waitFor(manager, timeout, async () => {
       const out = await this.kubectl(["get", "serviceaccount", "default", "-n", "default", "-o", "name"]);
@@ -306,6 +307,45 @@ export class ControlPlane {
     throw new Error(
       `kwok did not make the fake node Ready within ${timeout} ms:\n${this.processes.at(-1)?.tail()}`,
     );
+  }
+
+  /**
+   * No volume provisioner runs here, so a default StorageClass that allows expansion and
+   * a pool of pre-made PersistentVolumes stand in: the real PV controller binds claims to
+   * them, and claims can be grown (the resize request is recorded; nothing resizes).
+   */
+  private async applyVolumePool(size = 16): Promise<void> {
+    const objects: object[] = [
+      {
+        apiVersion: "storage.k8s.io/v1",
+        kind: "StorageClass",
+        metadata: {
+          name: "offsite-test",
+          annotations: { "storageclass.kubernetes.io/is-default-class": "true" },
+        },
+        provisioner: "offsite.dev/test-pool",
+        allowVolumeExpansion: true,
+        volumeBindingMode: "Immediate",
+        reclaimPolicy: "Retain",
+      },
+    ];
+    for (let i = 0; i < size; i++) {
+      objects.push({
+        apiVersion: "v1",
+        kind: "PersistentVolume",
+        metadata: { name: `offsite-test-pv-${i}` },
+        spec: {
+          capacity: { storage: "1Ti" },
+          accessModes: ["ReadWriteOnce"],
+          persistentVolumeReclaimPolicy: "Retain",
+          storageClassName: "offsite-test",
+          hostPath: { path: join(this.dir, "volumes", String(i)) },
+        },
+      });
+    }
+    const list = JSON.stringify({ apiVersion: "v1", kind: "List", items: objects });
+    const applied = await this.kubectl(["apply", "-f", "-"], list);
+    if (applied.code !== 0) throw new Error(`creating the volume pool failed: ${applied.stderr}`);
   }
 
   private async waitFor(

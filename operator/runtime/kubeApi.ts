@@ -1,0 +1,99 @@
+/**
+ * The few ways the operator talks to the API server, each done one way:
+ * server-side apply for everything it owns (idempotent: the same desired object twice
+ * is a no-op, and a restart mid-reconcile converges to the same objects), reads that
+ * treat 404 as "absent", and one error type whose `reason` ends up in metrics.
+ */
+import {
+  ApiException,
+  KubernetesObjectApi,
+  PatchStrategy,
+  type KubeConfig,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
+
+export const FIELD_MANAGER = "offsite-operator";
+
+/** A failed reconcile step, with a stable CamelCase reason for metrics and conditions. */
+export class ReconcileError extends Error {
+  readonly reason: string;
+  constructor(reason: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ReconcileError";
+    this.reason = reason;
+  }
+}
+
+export function isNotFound(error: unknown): boolean {
+  return error instanceof ApiException && error.code === 404;
+}
+
+/** The stable reason of any error a reconcile may throw. */
+export function errorReason(error: unknown): string {
+  if (error instanceof ReconcileError) return error.reason;
+  if (error instanceof ApiException) {
+    return (
+      {
+        409: "Conflict",
+        422: "Invalid",
+        403: "Forbidden",
+        429: "TooManyRequests",
+        500: "ServerError",
+        503: "Unavailable",
+      }[error.code] ?? `Http${error.code}`
+    );
+  }
+  return "Unexpected";
+}
+
+/** The API server's message of a failed request, or the error's own. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof ApiException) {
+    try {
+      const body = (typeof error.body === "string" ? JSON.parse(error.body) : error.body) as {
+        message?: string;
+      };
+      if (body?.message) return `${body.message} (HTTP ${error.code})`;
+    } catch {
+      // not a Status body
+    }
+    return `HTTP ${error.code}`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Resolves to undefined when the object does not exist. */
+export async function readOptional<T>(read: Promise<T>): Promise<T | undefined> {
+  try {
+    return await read;
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
+export class Applier {
+  private readonly objects: KubernetesObjectApi;
+  constructor(kc: KubeConfig) {
+    this.objects = KubernetesObjectApi.makeApiClient(kc);
+  }
+
+  /** Server-side applies `object` as the operator's field manager; returns what the server stored. */
+  async apply<T extends KubernetesObject>(object: T): Promise<T> {
+    try {
+      return await this.objects.patch(
+        object,
+        undefined,
+        undefined,
+        FIELD_MANAGER,
+        true,
+        PatchStrategy.ServerSideApply,
+      );
+    } catch (error) {
+      const what = `${object.kind} ${object.metadata?.namespace}/${object.metadata?.name}`;
+      throw new ReconcileError(errorReason(error), `applying ${what} failed: ${errorMessage(error)}`, {
+        cause: error,
+      });
+    }
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The operator's metrics, in one prom-client registry served on /metrics. Names follow
+ * Prometheus conventions: `offsite_` prefix, base units in the name, `_total` counters,
+ * and each answers a question someone asks at 3 a.m. ("is the operator the leader?",
+ * "which servers are not ready?", "when does a certificate expire?").
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export class OperatorMetrics {
+  readonly registry = new Registry();
+
+  readonly reconcileTotal = new Counter({
+    name: "offsite_reconcile_total",
+    help: "Reconciles run, by kind and result (success or error).",
+    labelNames: ["kind", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly reconcileErrorsTotal = new Counter({
+    name: "offsite_reconcile_errors_total",
+    help: "Reconciles that failed and will be retried, by kind and reason.",
+    labelNames: ["kind", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly reconcileDuration = new Histogram({
+    name: "offsite_reconcile_duration_seconds",
+    help: "How long one reconcile took, by kind.",
+    labelNames: ["kind"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly workQueueDepth = new Gauge({
+    name: "offsite_workqueue_depth",
+    help: "Objects waiting to be reconciled, by kind.",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly isLeader = new Gauge({
+    name: "offsite_leader_is_leader",
+    help: "1 while this operator process holds the leader Lease and reconciles, else 0.",
+    registers: [this.registry],
+  });
+  readonly leaderTransitionsTotal = new Counter({
+    name: "offsite_leader_transitions_total",
+    help: "Times this process became or stopped being the leader.",
+    registers: [this.registry],
+  });
+  readonly watchRestartsTotal = new Counter({
+    name: "offsite_watch_restarts_total",
+    help: "Times a list/watch of a resource failed and was restarted, by resource.",
+    labelNames: ["resource"] as const,
+    registers: [this.registry],
+  });
+  readonly serverReady = new Gauge({
+    name: "offsite_offsiteserver_ready",
+    help: "1 when the OffsiteServer is Ready, else 0.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly serverCapacityBytes = new Gauge({
+    name: "offsite_offsiteserver_capacity_bytes",
+    help: "Size of the OffsiteServer's data volume.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly serverUsedBytes = new Gauge({
+    name: "offsite_offsiteserver_used_bytes",
+    help: "Bytes in use on the OffsiteServer's data volume, as the receiver reports.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly serverSources = new Gauge({
+    name: "offsite_offsiteserver_sources",
+    help: "Sources of an OffsiteServer by state (Online, Offline, NeverCheckedIn, Suspended).",
+    labelNames: ["namespace", "name", "state"] as const,
+    registers: [this.registry],
+  });
+  readonly certificateExpiry = new Gauge({
+    name: "offsite_certificate_expiry_timestamp_seconds",
+    help: "When a certificate the operator issued expires (Unix time), by Secret.",
+    labelNames: ["namespace", "secret"] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "offsite_operator_" });
+  }
+
+  /** Drops the per-object series of a deleted OffsiteServer. */
+  forgetServer(namespace: string, name: string): void {
+    for (const gauge of [this.serverReady, this.serverCapacityBytes, this.serverUsedBytes]) {
+      gauge.remove({ namespace, name });
+    }
+    for (const state of ["Online", "Offline", "NeverCheckedIn", "Suspended"]) {
+      this.serverSources.remove({ namespace, name, state });
+    }
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Runs the real operator (node operator/main.ts) against a test cluster, as a process a
+ * test can read (logs, /metrics) and kill (SIGTERM for a graceful stop, SIGKILL for a crash).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { freePort } from "../cluster/controlPlane.ts";
+
+const MAIN = join(import.meta.dirname, "..", "..", "operator", "main.ts");
+
+export interface OperatorProcess {
+  readonly identity: string;
+  readonly child: ChildProcess;
+  logs(): string;
+  /** Parsed JSON log lines. */
+  logLines(): Record<string, unknown>[];
+  metrics(): Promise<string>;
+  /** The value of a metric series, e.g. metric('offsite_leader_is_leader'). */
+  metric(name: string, labels?: Record<string, string>): Promise<number | undefined>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface OperatorOptions {
+  kubeconfig: string;
+  /** Where the leader Lease lives. */
+  namespace: string;
+  identity: string;
+  leaseDuration?: string;
+  renewDeadline?: string;
+  retryPeriod?: string;
+  extraArgs?: string[];
+}
+
+export async function startOperator(options: OperatorOptions): Promise<OperatorProcess> {
+  const port = await freePort();
+  const { NODE_TEST_CONTEXT: _context, ...env } = process.env;
+  const child = spawn(
+    process.execPath,
+    [
+      MAIN,
+      `--kubeconfig=${options.kubeconfig}`,
+      `--namespace=${options.namespace}`,
+      `--identity=${options.identity}`,
+      `--metrics-address=127.0.0.1:${port}`,
+      `--lease-duration=${options.leaseDuration ?? "3s"}`,
+      `--renew-deadline=${options.renewDeadline ?? "2s"}`,
+      `--retry-period=${options.retryPeriod ?? "250ms"}`,
+      "--agent-image=offsite/agent:test",
+      ...(options.extraArgs ?? []),
+    ],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code, signal) => resolve(code ?? (signal ? -1 : null))),
+  );
+  const metrics = async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+    return response.text();
+  };
+  const handle: OperatorProcess = {
+    identity: options.identity,
+    child,
+    logs: () => output,
+    logLines: () =>
+      output
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    metrics,
+    async metric(name, labels = {}) {
+      const text = await metrics().catch(() => "");
+      for (const line of text.split("\n")) {
+        const match = /^([a-z_:]+)(\{([^}]*)\})? ([-+0-9.eE]+|NaN)$/.exec(line);
+        if (!match || match[1] !== name) continue;
+        const series = Object.fromEntries(
+          [...(match[3] ?? "").matchAll(/([a-z_]+)="([^"]*)"/g)].map((m) => [m[1], m[2]] as [string, string]),
+        );
+        if (Object.entries(labels).every(([k, v]) => series[k] === v)) return Number(match[4]);
+      }
+      return undefined;
+    },
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+  // Wait until it serves /metrics (or dies trying).
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`the operator exited at start-up:\n${output}`);
+    if (
+      await metrics().then(
+        () => true,
+        () => false,
+      )
+    )
+      return handle;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`the operator never served /metrics:\n${output}`);
+}
+
+/** Polls `probe` until it returns a value; fails with `what` and the operator's logs. */
+export async function eventually<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 60_000,
+  logsOf: OperatorProcess[] = [],
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) {
+      const logs = logsOf
+        .map((o) => `--- ${o.identity}\n${o.logs().split("\n").slice(-25).join("\n")}`)
+        .join("\n");
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${logs}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}

@@ -12,7 +12,8 @@
  */
 import { after, before } from "node:test";
 import { randomBytes } from "node:crypto";
-import { homedir } from "node:os";
+import { writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { installCrds } from "../../crds/install.ts";
@@ -32,6 +33,11 @@ export interface TestCluster {
   /** The throwaway control plane, when the suite started one. */
   readonly controlPlane: ControlPlane | undefined;
   kubectl(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }>;
+  /**
+   * A kubeconfig that authenticates as ServiceAccount `name` in the suite's namespace
+   * (token from the TokenRequest API), to prove a component works with its own RBAC.
+   */
+  serviceAccountKubeconfig(name: string): Promise<string>;
 }
 
 export function usingExistingCluster(): boolean {
@@ -62,6 +68,7 @@ export async function startTestCluster(
       namespace,
       controlPlane,
       kubectl: (args, input) => runKubectl(kubeconfigPath, args, input),
+      serviceAccountKubeconfig: (name) => serviceAccountKubeconfig(kc, kubeconfigPath, namespace, name),
       async stop() {
         if (controlPlane) {
           await controlPlane.stop();
@@ -107,5 +114,34 @@ export function useTestCluster(options: TestClusterOptions = {}): TestCluster {
       return get().controlPlane;
     },
     kubectl: (args, input) => get().kubectl(args, input),
+    serviceAccountKubeconfig: (name) => get().serviceAccountKubeconfig(name),
   };
+}
+
+async function serviceAccountKubeconfig(
+  kc: KubeConfig,
+  adminKubeconfig: string,
+  namespace: string,
+  name: string,
+): Promise<string> {
+  const token = await runKubectl(adminKubeconfig, [
+    "create",
+    "token",
+    name,
+    "-n",
+    namespace,
+    "--duration=2h",
+  ]);
+  if (token.code !== 0) throw new Error(`could not get a token for ServiceAccount ${name}: ${token.stderr}`);
+  const cluster = kc.getCurrentCluster()!;
+  const scoped = new KubeConfig();
+  scoped.loadFromOptions({
+    clusters: [cluster],
+    users: [{ name, token: token.stdout.trim() }],
+    contexts: [{ name, cluster: cluster.name, user: name, namespace }],
+    currentContext: name,
+  });
+  const path = join(tmpdir(), `offsite-sa-${namespace}-${name}.kubeconfig`);
+  writeFileSync(path, scoped.exportConfig(), { mode: 0o600 });
+  return path;
 }

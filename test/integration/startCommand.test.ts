@@ -57,6 +57,18 @@ describe("npm start", { skip: usingExistingCluster() && "starts a local control 
       const servers = await runKubectl(kubeconfig, ["get", "osrv", "-n", "offsite-demo", "-o", "name"]);
       assert.equal(servers.code, 0, servers.stderr);
       assert.match(servers.stdout, /offsiteserver\.offsite\.dev\/vault/);
+      // The operator runs inside npm start: the simplest example server is Ready.
+      assert.match(output, /The operator runs \(logs: /);
+      const ready = await runKubectl(kubeconfig, [
+        "get",
+        "osrv",
+        "vault",
+        "-n",
+        "offsite-demo",
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+      ]);
+      assert.equal(ready.stdout, "True");
 
       // The same CRD suite, unchanged, against the cluster npm start made.
       const suite = spawn(

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# The agent image (push / replicate / receive / compare / restore):
+# `docker build -f agent.Dockerfile .` from the repository root. Same shape as the
+# operator's: distroless Node 24 running the TypeScript sources, non-root, read-only
+# root filesystem. The receiver writes only to its data volume and /tmp (an emptyDir).
+# The agent's CLI (agent/main.ts) arrives with the data-plane issue; until then this
+# image has no entrypoint to run and is not referenced by a release.
+
+FROM node:24.21.0-bookworm-slim AS dependencies
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+FROM gcr.io/distroless/nodejs24-debian12:nonroot
+WORKDIR /app
+COPY --from=dependencies /app/node_modules ./node_modules
+COPY package.json ./
+COPY crds/definitions.ts ./crds/
+COPY crds/schema ./crds/schema
+COPY pki ./pki
+COPY agent ./agent
+USER 65532:65532
+ENV NODE_ENV=production
+EXPOSE 5722
+ENTRYPOINT ["/nodejs/bin/node", "agent/main.ts"]

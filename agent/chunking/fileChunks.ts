@@ -18,17 +18,12 @@ export interface Chunk {
 const BUFFER_SIZE = 16 * MAX_CHUNK;
 
 /**
- * Calls `onChunk` for every chunk of the file in order, with the chunk's bytes (valid only
- * during the call). Returns the whole file's SHA-256 and size as read, which is what the
- * chunks describe even if the file changes while being read.
+ * Yields every chunk of the file in order with its bytes; the bytes are valid only until
+ * the next chunk is requested (the buffer is reused), so copy or send them at once.
  */
-export function chunkFile(
-  path: string,
-  onChunk: (chunk: Chunk, bytes: Uint8Array) => void,
-): { sha256: string; size: number } {
+export function* chunksOf(path: string): Generator<{ chunk: Chunk; bytes: Buffer }> {
   const fd = openSync(path, "r");
   try {
-    const whole = createHash("sha256");
     const buffer = Buffer.allocUnsafe(BUFFER_SIZE);
     let filled = 0;
     let consumed = 0;
@@ -50,16 +45,32 @@ export function chunkFile(
         }
       }
       const available = filled - consumed;
-      if (available === 0) break;
+      if (available === 0) return;
       const length = nextCut(buffer, consumed, available);
       const bytes = buffer.subarray(consumed, consumed + length);
-      whole.update(bytes);
-      onChunk({ offset: fileOffset, length, hash: createHash("sha256").update(bytes).digest("hex") }, bytes);
+      yield {
+        chunk: { offset: fileOffset, length, hash: createHash("sha256").update(bytes).digest("hex") },
+        bytes,
+      };
       consumed += length;
       fileOffset += length;
     }
-    return { sha256: whole.digest("hex"), size: fileOffset };
   } finally {
     closeSync(fd);
   }
+}
+
+/** Every chunk of a file, and the whole file's SHA-256 and size as read. */
+export function chunkFile(
+  path: string,
+  onChunk: (chunk: Chunk, bytes: Buffer) => void,
+): { sha256: string; size: number } {
+  const whole = createHash("sha256");
+  let size = 0;
+  for (const { chunk, bytes } of chunksOf(path)) {
+    whole.update(bytes);
+    size += chunk.length;
+    onChunk(chunk, bytes);
+  }
+  return { sha256: whole.digest("hex"), size };
 }

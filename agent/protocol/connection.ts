@@ -1,0 +1,144 @@
+/**
+ * A framed, typed message stream over one socket (TLS in practice). Reading pauses the
+ * socket while decoded messages wait, so a fast peer cannot fill our memory; writing
+ * waits for 'drain', so we cannot fill theirs. A ProtocolError from the decoder is sent
+ * to the peer as an Error frame before the socket closes.
+ */
+import type { Duplex } from "node:stream";
+import { FrameDecoder, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
+import { decodeMessage, encodeJson, type Message, type MessageOf } from "./messages.ts";
+
+const MAX_QUEUED = 64;
+
+/** The peer reported an error (an Error frame), or the connection ended. */
+export class PeerError extends Error {
+  readonly code: string;
+  readonly path: string | undefined;
+  constructor(code: string, message: string, path?: string) {
+    super(message);
+    this.name = "PeerError";
+    this.code = code;
+    this.path = path;
+  }
+}
+
+export class FramedConnection {
+  private readonly socket: Duplex;
+  private readonly decoder = new FrameDecoder();
+  private readonly queue: Message[] = [];
+  private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+  bytesRead = 0;
+  bytesWritten = 0;
+
+  constructor(socket: Duplex) {
+    this.socket = socket;
+    socket.on("data", (bytes: Buffer) => this.onData(bytes));
+    socket.on("error", (error) => this.fail(error));
+    socket.on("close", () => this.fail(new PeerError("connection-closed", "the peer closed the connection")));
+    socket.on("end", () => this.fail(new PeerError("connection-closed", "the peer closed the connection")));
+  }
+
+  /** The next message; rejects with PeerError, ProtocolError or the socket's error. */
+  next(): Promise<Message> {
+    const queued = this.queue.shift();
+    if (queued) {
+      if (this.queue.length < MAX_QUEUED / 2 && this.socket.isPaused()) this.socket.resume();
+      return Promise.resolve(queued);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  /** The next message, which must be of `type` (an Error frame rejects with PeerError). */
+  async expect<T extends Message["type"]>(type: T): Promise<MessageOf<T>> {
+    const message = await this.next();
+    if (message.type !== type) {
+      throw new ProtocolError(
+        "unexpected-frame",
+        `expected a ${frameTypeName(type)} frame, got ${frameTypeName(message.type)}`,
+      );
+    }
+    return message as MessageOf<T>;
+  }
+
+  /** Writes a frame; resolves at once unless the socket's buffer is full. */
+  send(frame: Buffer): Promise<void> | undefined {
+    this.bytesWritten += frame.length;
+    if (this.socket.write(frame)) return undefined;
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        this.socket.off("close", onClose);
+        resolve();
+      };
+      const onClose = () => {
+        this.socket.off("drain", onDrain);
+        reject(this.failure ?? new PeerError("connection-closed", "the peer closed the connection"));
+      };
+      this.socket.once("drain", onDrain);
+      this.socket.once("close", onClose);
+    });
+  }
+
+  /** Tells the peer what went wrong, then closes. Never throws. */
+  async abort(code: string, message: string, path?: string): Promise<void> {
+    if (!this.socket.destroyed && this.socket.writable) {
+      const frame = encodeJson(FrameType.Error, {
+        code,
+        message: message.slice(0, 10_000),
+        ...(path !== undefined ? { path } : {}),
+      });
+      await new Promise<void>((resolve) => this.socket.end(frame, () => resolve()));
+    }
+    this.socket.destroy();
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.socket.destroyed) return resolve();
+      this.socket.once("close", () => resolve());
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 5000).unref();
+    });
+  }
+
+  private onData(bytes: Buffer): void {
+    this.bytesRead += bytes.length;
+    this.decoder.push(bytes);
+    try {
+      for (let frame = this.decoder.next(); frame; frame = this.decoder.next()) {
+        const message = decodeMessage(frame);
+        if (message.type === FrameType.Error) {
+          this.fail(new PeerError(message.code, message.message, message.path));
+          return;
+        }
+        this.deliver(message);
+      }
+    } catch (error) {
+      const problem = error as ProtocolError;
+      this.fail(problem);
+      void this.abort(problem.code ?? "protocol-error", problem.message);
+    }
+  }
+
+  private deliver(message: Message): void {
+    if (this.waiter) {
+      const { resolve } = this.waiter;
+      this.waiter = undefined;
+      resolve(message);
+      return;
+    }
+    this.queue.push(message);
+    if (this.queue.length >= MAX_QUEUED) this.socket.pause();
+  }
+
+  private fail(error: Error): void {
+    if (this.failure) return;
+    this.failure = error;
+    if (this.waiter) {
+      const { reject } = this.waiter;
+      this.waiter = undefined;
+      reject(error);
+    }
+  }
+}

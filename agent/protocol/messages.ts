@@ -1,0 +1,211 @@
+/**
+ * What each frame carries (agent/PROTOCOL.md, "Messages"). JSON payloads are validated
+ * with zod on receipt; Data is raw bytes and Copy a fixed binary record. decodeMessage
+ * turns a Frame into a typed Message or throws a ProtocolError naming the problem.
+ */
+import { z } from "zod";
+import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
+
+export const PROTOCOL_VERSION = 1;
+/** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
+export const INLINE_MAX = 64 * 1024;
+
+const guid = z
+  .string()
+  .regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, "must be a GUID");
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256");
+const size = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const mtime = z.number().int().min(0);
+const mode = z.number().int().min(0).max(0o7777);
+// Paths are checked for safety by the receiver (paths.ts); here only their shape.
+const path = z.string().min(1).max(4096);
+const versionId = z.string().regex(/^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/, "must be a version id");
+
+export const manifestEntry = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("file"),
+    path,
+    size,
+    mtime,
+    mode,
+    sha256,
+    /** [length, sha256] of each content-defined chunk, for files over INLINE_MAX. */
+    chunks: z.array(z.tuple([z.number().int().min(1).max(INLINE_MAX), sha256])).optional(),
+  }),
+  z.strictObject({ type: z.literal("dir"), path, mtime, mode }),
+  z.strictObject({ type: z.literal("symlink"), path, mtime, target: z.string().min(1).max(4096) }),
+]);
+export type ManifestEntry = z.infer<typeof manifestEntry>;
+export type FileEntry = Extract<ManifestEntry, { type: "file" }>;
+
+const schemas = {
+  [FrameType.Hello]: z.strictObject({
+    versions: z.array(z.number().int().min(1)).min(1).max(16),
+    role: z.enum(["push", "compare", "restore"]),
+    site: guid,
+    source: guid,
+    /** compare and restore: which version; absent means the current one. */
+    version: versionId.optional(),
+    client: z.string().max(200),
+  }),
+  [FrameType.Welcome]: z.strictObject({
+    version: z.number().int(),
+    session: z.string().max(100),
+    /** The version the job builds on (push) or reads (compare, restore); null when there is none. */
+    base: versionId.nullable(),
+    /** push: the entries include files staged by an interrupted job, which need not travel again. */
+    resumed: z.boolean(),
+  }),
+  [FrameType.Entries]: z.strictObject({
+    entries: z.array(manifestEntry).max(10_000),
+    /** push after an interruption: a partly received large file and its durable chunks. */
+    partial: z
+      .strictObject({
+        path,
+        chunks: z.array(z.tuple([z.number().int().min(1).max(INLINE_MAX), sha256])),
+      })
+      .optional(),
+  }),
+  [FrameType.EntriesEnd]: z.strictObject({ count: size }),
+  [FrameType.Begin]: z.strictObject({
+    path,
+    mtime,
+    mode,
+    /** Copy frames read from this file of the base version; defaults to `path`. */
+    base: path.optional(),
+    /** Resume a partly received file: its first `resumeAt` bytes are already staged. */
+    resumeAt: size.optional(),
+  }),
+  [FrameType.End]: z.strictObject({ size, sha256 }),
+  [FrameType.Directory]: z.strictObject({ path, mtime, mode }),
+  [FrameType.Symlink]: z.strictObject({ path, mtime, target: z.string().min(1).max(4096) }),
+  [FrameType.Delete]: z.strictObject({ path }),
+  [FrameType.Link]: z.strictObject({ path, from: path, mtime, mode, sha256 }),
+  [FrameType.Commit]: z.strictObject({
+    files: size,
+    bytes: size,
+    /** Files the agent's filters or content firewall kept back, by reason. */
+    filtered: z.record(z.string().max(100), size),
+  }),
+  [FrameType.Committed]: z.strictObject({
+    version: versionId,
+    files: size,
+    bytesReceived: size,
+    pruned: z.array(versionId),
+  }),
+  [FrameType.Error]: z.strictObject({
+    code: z.string().max(100),
+    message: z.string().max(10_000),
+    path: z.string().max(4096).optional(),
+  }),
+} as const;
+
+type JsonType = keyof typeof schemas;
+type JsonMessage<T extends JsonType> = { type: T } & z.infer<(typeof schemas)[T]>;
+
+export type FileHeader = Omit<FileEntry, "type" | "chunks">;
+export type Message =
+  | { [T in JsonType]: JsonMessage<T> }[JsonType]
+  | { type: typeof FrameType.File; header: FileHeader; content: Buffer }
+  | { type: typeof FrameType.Data; bytes: Buffer }
+  | { type: typeof FrameType.Copy; offset: number; length: number; sha256: string };
+export type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
+
+const fileHeader = z.strictObject({ path, size, mtime, mode, sha256 });
+const COPY_LENGTH = 8 + 4 + 32;
+
+function parseJson<T>(schema: z.ZodType<T>, payload: Buffer, what: string): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString("utf8"));
+  } catch {
+    throw new ProtocolError("bad-message", `${what} frame is not valid JSON`);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ProtocolError(
+      "bad-message",
+      `${what} frame: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
+    );
+  }
+  return parsed.data;
+}
+
+export function decodeMessage(frame: Frame): Message {
+  const name = frameTypeName(frame.type);
+  switch (frame.type) {
+    case FrameType.Data:
+      if (frame.payload.length === 0 || frame.payload.length > INLINE_MAX) {
+        throw new ProtocolError(
+          "bad-message",
+          `Data frame of ${frame.payload.length} bytes (1..${INLINE_MAX})`,
+        );
+      }
+      return { type: FrameType.Data, bytes: frame.payload };
+    case FrameType.Copy: {
+      if (frame.payload.length !== COPY_LENGTH) {
+        throw new ProtocolError(
+          "bad-message",
+          `Copy frame of ${frame.payload.length} bytes (${COPY_LENGTH})`,
+        );
+      }
+      const offset = Number(frame.payload.readBigUInt64BE(0));
+      const length = frame.payload.readUInt32BE(8);
+      if (length === 0 || length > INLINE_MAX || !Number.isSafeInteger(offset)) {
+        throw new ProtocolError("bad-message", `Copy frame with offset ${offset} and length ${length}`);
+      }
+      return { type: FrameType.Copy, offset, length, sha256: frame.payload.subarray(12).toString("hex") };
+    }
+    case FrameType.File: {
+      if (frame.payload.length < 4) throw new ProtocolError("bad-message", "File frame without a header");
+      const headerLength = frame.payload.readUInt32BE(0);
+      if (headerLength > frame.payload.length - 4) {
+        throw new ProtocolError(
+          "bad-message",
+          `File frame header of ${headerLength} bytes overruns the frame`,
+        );
+      }
+      const header = parseJson(fileHeader, frame.payload.subarray(4, 4 + headerLength), name);
+      const content = frame.payload.subarray(4 + headerLength);
+      if (content.length !== header.size || header.size > INLINE_MAX) {
+        throw new ProtocolError(
+          "bad-message",
+          `File frame for ${JSON.stringify(header.path)} carries ${content.length} bytes but declares ${header.size}`,
+        );
+      }
+      return { type: FrameType.File, header, content };
+    }
+    default: {
+      const schema = schemas[frame.type] as z.ZodType<object>;
+      return { type: frame.type, ...parseJson(schema, frame.payload, name) } as Message;
+    }
+  }
+}
+
+type JsonBody<T extends JsonType> = Omit<JsonMessage<T>, "type">;
+
+export function encodeJson<T extends JsonType>(type: T, body: JsonBody<T>): Buffer {
+  return encodeFrame(type, Buffer.from(JSON.stringify(body)));
+}
+
+export function encodeFile(header: FileHeader, content: Uint8Array): Buffer {
+  const json = Buffer.from(JSON.stringify(header));
+  const payload = Buffer.allocUnsafe(4 + json.length + content.length);
+  payload.writeUInt32BE(json.length, 0);
+  json.copy(payload, 4);
+  payload.set(content, 4 + json.length);
+  return encodeFrame(FrameType.File, payload);
+}
+
+export function encodeData(bytes: Uint8Array): Buffer {
+  return encodeFrame(FrameType.Data, bytes);
+}
+
+export function encodeCopy(offset: number, length: number, sha256hex: string): Buffer {
+  const payload = Buffer.allocUnsafe(COPY_LENGTH);
+  payload.writeBigUInt64BE(BigInt(offset), 0);
+  payload.writeUInt32BE(length, 8);
+  payload.write(sha256hex, 12, "hex");
+  return encodeFrame(FrameType.Copy, payload);
+}

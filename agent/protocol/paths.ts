@@ -1,0 +1,36 @@
+/**
+ * Paths on the wire are relative POSIX paths inside a source's tree (PROTOCOL.md, "Paths").
+ * Whoever writes to disk — the receiver, and the client of a restore — checks every path
+ * with checkRelativePath before touching the file system, so no peer can make it write
+ * outside its directory.
+ */
+import { ProtocolError } from "./frames.ts";
+
+export const MAX_PATH_BYTES = 4096;
+export const MAX_NAME_BYTES = 255;
+
+/** Throws ProtocolError("bad-path") unless `path` is a safe relative path; returns it. */
+export function checkRelativePath(path: string): string {
+  const problem = relativePathProblem(path);
+  if (problem) throw new ProtocolError("bad-path", `refused path ${JSON.stringify(path)}: ${problem}`);
+  return path;
+}
+
+export function relativePathProblem(path: string): string | undefined {
+  if (path.length === 0) return "it is empty";
+  if (Buffer.byteLength(path) > MAX_PATH_BYTES) return `it is longer than ${MAX_PATH_BYTES} bytes`;
+  if (path.includes("\0")) return "it contains a NUL byte";
+  if (path.startsWith("/")) return "it is absolute";
+  for (const name of path.split("/")) {
+    if (name === "") return "it has an empty component (// or a trailing /)";
+    if (name === "." || name === "..") return `it has a ${name} component`;
+    if (Buffer.byteLength(name) > MAX_NAME_BYTES) return `a name is longer than ${MAX_NAME_BYTES} bytes`;
+  }
+  return undefined;
+}
+
+/** The parent directories of a relative path, outermost first: "a/b/c" → ["a", "a/b"]. */
+export function parentsOf(path: string): string[] {
+  const names = path.split("/");
+  return names.slice(0, -1).map((_, i) => names.slice(0, i + 1).join("/"));
+}

@@ -1,0 +1,189 @@
+/**
+ * `offsite push`: one backup job in one session. Scan and filter the source, learn what
+ * the receiver has (its entries arrive once, up front), then stream only the difference —
+ * deletions, then directories, links and file content in path order — without waiting
+ * for any acknowledgement until Commit. Unchanged files (same size and mtime) are not
+ * read; a changed large file sends only chunks its previous version lacks.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { openSession, type Endpoint } from "../client/openSession.ts";
+import { FrameType } from "../protocol/frames.ts";
+import { encodeJson, type FileEntry, INLINE_MAX } from "../protocol/messages.ts";
+import { type FilterOptions } from "../source/filters.ts";
+import { scanTree, type SourceEntry } from "../source/scanTree.ts";
+import { chunkOffsets, sendLargeFile, sendSmallFile } from "../transfer/sendTree.ts";
+
+export interface PushOptions {
+  source: string;
+  endpoint: Endpoint;
+  site: string;
+  sourceId: string;
+  filters: FilterOptions;
+  /** Hash every file instead of trusting size and mtime. */
+  checksum?: boolean;
+  onProgress?: (progress: PushProgress) => void;
+}
+
+export interface PushProgress {
+  filesDone: number;
+  filesTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface PushReport {
+  version: string;
+  base: string | null;
+  resumed: boolean;
+  files: { total: number; unchanged: number; sent: number; linked: number; deleted: number };
+  bytes: { total: number; content: number; wire: number; received: number };
+  filtered: { path: string; reason: string }[];
+  pruned: string[];
+  ms: number;
+}
+
+export async function pushJob(options: PushOptions): Promise<PushReport> {
+  const started = Date.now();
+  const scan = scanTree(options.source, options.filters);
+  const session = await openSession(options.endpoint, {
+    role: "push",
+    site: options.site,
+    source: options.sourceId,
+  });
+  const { connection, entries } = session;
+  try {
+    const files = scan.entries.filter((e): e is Extract<SourceEntry, { type: "file" }> => e.type === "file");
+    const progress: PushProgress = {
+      filesDone: 0,
+      filesTotal: files.length,
+      bytesDone: 0,
+      bytesTotal: files.reduce((sum, f) => sum + f.size, 0),
+    };
+    const report: PushReport = {
+      version: "",
+      base: session.welcome.base,
+      resumed: session.welcome.resumed,
+      files: { total: files.length, unchanged: 0, sent: 0, linked: 0, deleted: 0 },
+      bytes: { total: progress.bytesTotal, content: 0, wire: 0, received: 0 },
+      filtered: scan.filtered,
+      pruned: [],
+      ms: 0,
+    };
+
+    // Deletions first, so a path that changes type (file ↔ directory) is free again.
+    const present = new Set(scan.entries.map((e) => e.path));
+    const removed = [...entries.values()].filter((e) => !present.has(e.path));
+    for (const entry of removed.sort((a, b) => b.path.length - a.path.length)) {
+      await connection.send(encodeJson(FrameType.Delete, { path: entry.path }));
+      if (entry.type === "file") report.files.deleted++;
+    }
+    // Content of removed or replaced files, for rename detection: by hash, and by size for large files.
+    const byHash = new Map<string, FileEntry>();
+    const bySize = new Map<number, FileEntry>();
+    for (const entry of entries.values()) {
+      if (entry.type !== "file") continue;
+      byHash.set(entry.sha256, entry);
+      if (entry.size > INLINE_MAX && !present.has(entry.path)) bySize.set(entry.size, entry);
+    }
+
+    let lastReport = 0;
+    for (const entry of scan.entries) {
+      const known = entries.get(entry.path);
+      if (entry.type === "dir") {
+        if (known?.type !== "dir" || known.mtime !== entry.mtime || known.mode !== entry.mode) {
+          await connection.send(
+            encodeJson(FrameType.Directory, { path: entry.path, mtime: entry.mtime, mode: entry.mode }),
+          );
+        }
+        continue;
+      }
+      if (entry.type === "symlink") {
+        if (known?.type !== "symlink" || known.target !== entry.target || known.mtime !== entry.mtime) {
+          await connection.send(
+            encodeJson(FrameType.Symlink, { path: entry.path, mtime: entry.mtime, target: entry.target }),
+          );
+        }
+        continue;
+      }
+      const absolute = join(options.source, entry.path);
+      const sameStat =
+        known?.type === "file" &&
+        known.size === entry.size &&
+        known.mtime === entry.mtime &&
+        known.mode === entry.mode;
+      if (sameStat && !options.checksum) {
+        report.files.unchanged++;
+      } else if (entry.size <= INLINE_MAX) {
+        const content = readFileSync(absolute);
+        const sha256 = createHash("sha256").update(content).digest("hex");
+        const header = {
+          path: entry.path,
+          size: content.length,
+          mtime: entry.mtime,
+          mode: entry.mode,
+          sha256,
+        };
+        if (known?.type === "file" && known.sha256 === sha256 && sameStat) {
+          report.files.unchanged++;
+        } else if (byHash.has(sha256)) {
+          // The receiver has these bytes already (a rename, a copy, or only metadata changed).
+          const from = byHash.get(sha256)!.path;
+          await connection.send(
+            encodeJson(FrameType.Link, {
+              path: entry.path,
+              from,
+              mtime: entry.mtime,
+              mode: entry.mode,
+              sha256,
+            }),
+          );
+          report.files.linked++;
+        } else {
+          await sendSmallFile(connection, header, content);
+          report.files.sent++;
+          report.bytes.content += content.length;
+        }
+      } else {
+        const base = known?.type === "file" ? known : bySize.get(entry.size);
+        const sent = await sendLargeFile(connection, {
+          path: entry.path,
+          mtime: entry.mtime,
+          mode: entry.mode,
+          file: absolute,
+          ...(base?.chunks ? { base: { path: base.path, offsets: chunkOffsets(base.chunks) } } : {}),
+          ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
+        });
+        report.files.sent++;
+        report.bytes.content += sent.dataBytes;
+      }
+      progress.filesDone++;
+      progress.bytesDone += entry.size;
+      if (options.onProgress && Date.now() - lastReport > 200) {
+        lastReport = Date.now();
+        options.onProgress({ ...progress });
+      }
+    }
+
+    const filteredCounts: Record<string, number> = {};
+    for (const { reason } of scan.filtered) filteredCounts[reason] = (filteredCounts[reason] ?? 0) + 1;
+    await connection.send(
+      encodeJson(FrameType.Commit, {
+        files: files.length,
+        bytes: progress.bytesTotal,
+        filtered: filteredCounts,
+      }),
+    );
+    const committed = await connection.expect(FrameType.Committed);
+    options.onProgress?.({ ...progress });
+    report.version = committed.version;
+    report.pruned = committed.pruned;
+    report.bytes.received = committed.bytesReceived;
+    report.bytes.wire = connection.bytesWritten;
+    report.ms = Date.now() - started;
+    return report;
+  } finally {
+    await connection.close();
+  }
+}

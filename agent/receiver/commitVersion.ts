@@ -1,0 +1,142 @@
+/**
+ * Turns a finished staging area into a version: the complete tree (unchanged files hard
+ * linked from the base, so they share data), its manifest, everything fsynced, then the
+ * `current` link swapped atomically. Until that swap the previous version is untouched
+ * and current; a crash anywhere before it leaves the staging area to resume from.
+ */
+import {
+  closeSync,
+  fsyncSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { ProtocolError } from "../protocol/frames.ts";
+import type { ManifestEntry } from "../protocol/messages.ts";
+import { comparePaths, writeManifest } from "./manifestFile.ts";
+import { DEFAULT_RETENTION, type RetentionPolicy, versionsToKeep } from "./retention.ts";
+import type { StagingArea } from "./staging.ts";
+
+export interface CommitResult {
+  version: string;
+  files: number;
+  pruned: string[];
+}
+
+export function commitVersion(
+  staging: StagingArea,
+  report: object,
+  retention: RetentionPolicy = DEFAULT_RETENTION,
+  now = new Date(),
+): CommitResult {
+  const { layout } = staging;
+  const entries = [...staging.effectiveEntries()].sort((a, b) => comparePaths(a.path, b.path));
+  const byPath = new Map(entries.map((entry) => [entry.path, entry]));
+  for (const entry of entries) {
+    const parent = dirname(entry.path);
+    if (parent !== "." && byPath.get(parent)?.type !== "dir") {
+      throw new ProtocolError(
+        "inconsistent-tree",
+        `${entry.path} has no directory ${parent} in the new version; send the directory (or delete the entry)`,
+      );
+    }
+  }
+
+  const tree = staging.tree;
+  let files = 0;
+  for (const entry of entries) {
+    const target = join(tree, entry.path);
+    const existing = lstatOrUndefined(target);
+    if (entry.type === "dir") {
+      if (existing && !existing.isDirectory()) rmSync(target, { force: true });
+      if (!existing?.isDirectory()) mkdirSync(target, { mode: 0o755 });
+    } else if (entry.type === "file") {
+      files++;
+      if (staging.changes.has(entry.path)) {
+        if (!existing?.isFile() || existing.size !== entry.size) {
+          throw new ProtocolError("inconsistent-tree", `staged ${entry.path} is missing; push the job again`);
+        }
+      } else {
+        if (existing) rmSync(target, { recursive: true, force: true });
+        linkSync(join(layout.treeOf(staging.base!), entry.path), target);
+      }
+    } else if (existing) {
+      rmSync(target, { recursive: true, force: true });
+    }
+  }
+  removeStrays(tree, "", byPath);
+
+  for (const path of staging.written) fsyncPath(join(tree, path));
+  for (const entry of entries) if (entry.type === "dir") fsyncPath(join(tree, entry.path));
+  fsyncPath(tree);
+
+  const version = layout.nextVersionId(now);
+  const versionDir = layout.versionDir(version);
+  mkdirSync(versionDir, { recursive: true });
+  renameSync(tree, layout.treeOf(version));
+  writeFileSync(
+    join(versionDir, "job.json"),
+    JSON.stringify({ ...report, base: staging.base, files }, null, 2),
+  );
+  // The manifest is written last: a version directory without one is not a version.
+  writeManifest(layout.manifestOf(version), entries);
+  fsyncPath(versionDir);
+  fsyncPath(layout.versionsDir);
+
+  const link = `${layout.currentLink}.tmp`;
+  rmSync(link, { force: true });
+  symlinkSync(relative(layout.dir, versionDir), link);
+  renameSync(link, layout.currentLink);
+  fsyncPath(layout.dir);
+  staging.close();
+  rmSync(staging.dir, { recursive: true, force: true });
+
+  return { version, files, pruned: prune(staging, retention, version) };
+}
+
+function prune(staging: StagingArea, retention: RetentionPolicy, current: string): string[] {
+  const { layout } = staging;
+  const all = layout.versions();
+  const keep = versionsToKeep(all, retention, current);
+  const pruned = all.filter((id) => !keep.has(id));
+  // Deleting a version only drops its names for shared files: the hard links of the
+  // versions that remain keep the data.
+  for (const id of pruned) rmSync(layout.versionDir(id), { recursive: true, force: true });
+  return pruned;
+}
+
+/** Removes what the staged tree holds but the new version does not. */
+function removeStrays(tree: string, prefix: string, byPath: Map<string, ManifestEntry>): void {
+  for (const dirent of readdirSync(join(tree, prefix), { withFileTypes: true })) {
+    const path = prefix ? `${prefix}/${dirent.name}` : dirent.name;
+    const entry = byPath.get(path);
+    const fits =
+      entry && ((entry.type === "dir" && dirent.isDirectory()) || (entry.type === "file" && dirent.isFile()));
+    if (!fits) rmSync(join(tree, path), { recursive: true, force: true });
+    else if (dirent.isDirectory()) removeStrays(tree, path, byPath);
+  }
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function lstatOrUndefined(path: string) {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}

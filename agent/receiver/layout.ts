@@ -1,0 +1,80 @@
+/**
+ * The receiver's on-disk layout for one source (PROTOCOL.md, "On-disk layout"):
+ *
+ *   <root>/<site GUID>/<source GUID>/
+ *     versions/<id>/tree/        a complete, browsable tree (unchanged files are hard links
+ *                                shared with older versions: a synthetic full)
+ *     versions/<id>/manifest.jsonl   one entry per line: the truth about metadata
+ *     versions/<id>/job.json     what the job reported (counts, filtered files)
+ *     current -> versions/<id>   the newest complete version, swapped atomically
+ *     staging/                   the job in progress, kept across interruptions to resume
+ *
+ * Version ids are the commit time in UTC, `YYYYMMDDTHHMMSSZ`, with `-N` on a collision,
+ * so they sort by age.
+ */
+import { existsSync, readdirSync, readlinkSync } from "node:fs";
+import { basename, join } from "node:path";
+
+export const VERSION_ID = /^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/;
+
+export class SourceLayout {
+  readonly dir: string;
+  readonly site: string;
+  readonly source: string;
+
+  constructor(root: string, site: string, source: string) {
+    // GUIDs are validated by the protocol schema before they reach here; lowercase them so
+    // one source never gets two directories.
+    this.site = site.toLowerCase();
+    this.source = source.toLowerCase();
+    this.dir = join(root, this.site, this.source);
+  }
+
+  get versionsDir(): string {
+    return join(this.dir, "versions");
+  }
+  get currentLink(): string {
+    return join(this.dir, "current");
+  }
+  get stagingDir(): string {
+    return join(this.dir, "staging");
+  }
+  versionDir(id: string): string {
+    return join(this.versionsDir, id);
+  }
+  treeOf(id: string): string {
+    return join(this.versionDir(id), "tree");
+  }
+  manifestOf(id: string): string {
+    return join(this.versionDir(id), "manifest.jsonl");
+  }
+
+  /** Complete versions, oldest first. A version is complete once its manifest exists. */
+  versions(): string[] {
+    if (!existsSync(this.versionsDir)) return [];
+    return readdirSync(this.versionsDir)
+      .filter((name) => VERSION_ID.test(name) && existsSync(this.manifestOf(name)))
+      .sort();
+  }
+
+  current(): string | null {
+    try {
+      const id = basename(readlinkSync(this.currentLink));
+      return VERSION_ID.test(id) && existsSync(this.manifestOf(id)) ? id : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** A fresh version id for a commit at `now`, after every existing one. */
+  nextVersionId(now: Date): string {
+    const stamp = now
+      .toISOString()
+      .replace(/[-:]/g, "")
+      .replace(/\.\d+Z$/, "Z");
+    const existing = new Set(existsSync(this.versionsDir) ? readdirSync(this.versionsDir) : []);
+    let id = stamp;
+    for (let n = 2; existing.has(id); n++) id = `${stamp}-${n}`;
+    return id;
+  }
+}

@@ -1,0 +1,262 @@
+/**
+ * `offsite receive`: the offsite receiver. One TLS server; each connection is one job of
+ * one source (push, compare or restore), identified by its client certificate. A
+ * handshake without a certificate from our CA fails inside TLS, before any frame is read.
+ */
+import { createServer, type Server, type TLSSocket } from "node:tls";
+import { mkdirSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { FramedConnection } from "../protocol/connection.ts";
+import { FrameType, ProtocolError } from "../protocol/frames.ts";
+import { encodeJson, type ManifestEntry, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
+import { commitVersion } from "./commitVersion.ts";
+import { SourceLayout } from "./layout.ts";
+import { readManifest, comparePaths } from "./manifestFile.ts";
+import { DEFAULT_RETENTION, type RetentionPolicy } from "./retention.ts";
+import { StagingArea } from "./staging.ts";
+import { sendTree } from "../transfer/sendTree.ts";
+
+export interface ReceiverOptions {
+  root: string;
+  host: string;
+  port: number;
+  credentials: TlsCredentials;
+  retention?: RetentionPolicy;
+  /** Called with one JSON-able event per session outcome (the CLI logs them). */
+  onEvent?: (event: Record<string, unknown>) => void;
+}
+
+export interface RunningReceiver {
+  port: number;
+  close(): Promise<void>;
+}
+
+const HELLO_TIMEOUT_MS = 30_000;
+const ENTRIES_PER_FRAME = 2000;
+
+export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
+  mkdirSync(options.root, { recursive: true });
+  const busy = new Set<string>();
+  const sockets = new Set<TLSSocket>();
+  const emit = options.onEvent ?? (() => undefined);
+  const server: Server = createServer(serverTlsOptions(options.credentials), (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    void handleSession(socket, options, busy, emit);
+  });
+  server.on("tlsClientError", (error, socket) => {
+    emit({ event: "refused", peer: socket.remoteAddress, reason: error.message });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+async function handleSession(
+  socket: TLSSocket,
+  options: ReceiverOptions,
+  busy: Set<string>,
+  emit: (event: Record<string, unknown>) => void,
+): Promise<void> {
+  const connection = new FramedConnection(socket);
+  const session = randomUUID();
+  const identity = peerIdentity(socket);
+  let staging: StagingArea | undefined;
+  let lockKey: string | undefined;
+  const started = Date.now();
+  try {
+    const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS);
+    const hello = await connection.expect(FrameType.Hello);
+    clearTimeout(timer);
+    if (!hello.versions.includes(PROTOCOL_VERSION)) {
+      throw new ProtocolError(
+        "unsupported-version",
+        `this receiver speaks protocol version ${PROTOCOL_VERSION}; the client offered ${hello.versions.join(", ")}`,
+      );
+    }
+    if (
+      !identity ||
+      identity.site !== hello.site.toLowerCase() ||
+      identity.source !== hello.source.toLowerCase()
+    ) {
+      throw new ProtocolError(
+        "forbidden",
+        `this client certificate is for source ${identity?.source ?? "(none)"} of site ${identity?.site ?? "(none)"}, ` +
+          `not source ${hello.source} of site ${hello.site}; a source may only write under its own GUID`,
+      );
+    }
+    const layout = new SourceLayout(options.root, hello.site, hello.source);
+    const current = layout.current();
+
+    if (hello.role === "push") {
+      lockKey = layout.dir;
+      if (busy.has(lockKey)) {
+        throw new ProtocolError(
+          "busy",
+          `a job for source ${hello.source} is already running; retry when it ends`,
+        );
+      }
+      busy.add(lockKey);
+      staging = new StagingArea(layout, current);
+      const resumed = staging.open();
+      await connection.send(
+        encodeJson(FrameType.Welcome, { version: PROTOCOL_VERSION, session, base: current, resumed }),
+      );
+      await sendEntries(connection, staging.effectiveEntries(), staging.partialState());
+      const result = await receivePush(connection, staging, options.retention ?? DEFAULT_RETENTION);
+      emit({
+        event: "committed",
+        session,
+        site: layout.site,
+        source: layout.source,
+        ...result,
+        ms: Date.now() - started,
+      });
+      return;
+    }
+
+    const version = hello.version ?? current;
+    if (!version || !layout.versions().includes(version)) {
+      throw new ProtocolError(
+        "no-such-version",
+        version
+          ? `source ${hello.source} has no version ${version}`
+          : `source ${hello.source} has no version yet`,
+      );
+    }
+    await connection.send(
+      encodeJson(FrameType.Welcome, { version: PROTOCOL_VERSION, session, base: version, resumed: false }),
+    );
+    const entries = readManifest(layout.manifestOf(version));
+    if (hello.role === "compare") {
+      await sendEntries(connection, entries, undefined);
+      await connection.close();
+    } else {
+      const summary = await sendTree(
+        connection,
+        layout.treeOf(version),
+        entries.sort((a, b) => comparePaths(a.path, b.path)),
+      );
+      await connection.send(
+        encodeJson(FrameType.Commit, { files: summary.files, bytes: summary.bytes, filtered: {} }),
+      );
+      await connection.close();
+    }
+    emit({
+      event: hello.role,
+      session,
+      site: layout.site,
+      source: layout.source,
+      version,
+      ms: Date.now() - started,
+    });
+  } catch (error) {
+    const { code, message } = describeFailure(error);
+    emit({ event: "failed", session, code, message, peer: socket.remoteAddress });
+    await connection.abort(code, message);
+  } finally {
+    staging?.close();
+    if (lockKey) busy.delete(lockKey);
+  }
+}
+
+async function sendEntries(
+  connection: FramedConnection,
+  entries: Iterable<ManifestEntry>,
+  partial: { path: string; chunks: [number, string][] } | undefined,
+): Promise<void> {
+  let batch: ManifestEntry[] = [];
+  let count = 0;
+  for (const entry of entries) {
+    batch.push(entry);
+    count++;
+    if (batch.length === ENTRIES_PER_FRAME) {
+      await connection.send(encodeJson(FrameType.Entries, { entries: batch }));
+      batch = [];
+    }
+  }
+  await connection.send(encodeJson(FrameType.Entries, { entries: batch, ...(partial ? { partial } : {}) }));
+  await connection.send(encodeJson(FrameType.EntriesEnd, { count }));
+}
+
+async function receivePush(connection: FramedConnection, staging: StagingArea, retention: RetentionPolicy) {
+  for (;;) {
+    const message = await connection.next();
+    switch (message.type) {
+      case FrameType.File:
+        staging.putFile(message.header, message.content);
+        break;
+      case FrameType.Begin:
+        staging.begin(message.path, message.mtime, message.mode, message.base, message.resumeAt);
+        break;
+      case FrameType.Data:
+        staging.appendData(message.bytes);
+        break;
+      case FrameType.Copy:
+        staging.appendCopy(message.offset, message.length, message.sha256);
+        break;
+      case FrameType.End:
+        staging.end(message.size, message.sha256);
+        break;
+      case FrameType.Directory:
+        staging.putDirectory(message.path, message.mtime, message.mode);
+        break;
+      case FrameType.Symlink:
+        staging.putSymlink(message.path, message.target, message.mtime);
+        break;
+      case FrameType.Delete:
+        staging.delete(message.path);
+        break;
+      case FrameType.Link:
+        staging.link(message.path, message.from, message.mtime, message.mode, message.sha256);
+        break;
+      case FrameType.Commit: {
+        const bytesReceived = staging.bytesWritten;
+        const result = commitVersion(
+          staging,
+          { files: message.files, bytes: message.bytes, filtered: message.filtered },
+          retention,
+        );
+        await connection.send(
+          encodeJson(FrameType.Committed, {
+            version: result.version,
+            files: result.files,
+            bytesReceived,
+            pruned: result.pruned,
+          }),
+        );
+        await connection.close();
+        return { ...result, bytesReceived };
+      }
+      default:
+        throw new ProtocolError("unexpected-frame", `a ${message.type} frame has no place in a push`);
+    }
+  }
+}
+
+function describeFailure(error: unknown): { code: string; message: string } {
+  if (error instanceof ProtocolError) return { code: error.code, message: error.message };
+  const errno = (error as NodeJS.ErrnoException).code;
+  if (errno === "ENOSPC" || errno === "EDQUOT") {
+    return {
+      code: "disk-full",
+      message:
+        "the receiver's disk is full; the previous version is intact and what arrived is staged. " +
+        "Free space or grow the volume, then run the job again: it resumes",
+    };
+  }
+  if (error instanceof Error && error.name === "PeerError")
+    return { code: "peer-gone", message: error.message };
+  return { code: "internal", message: `the receiver failed: ${(error as Error).message}` };
+}

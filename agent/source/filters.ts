@@ -1,0 +1,75 @@
+/**
+ * The agent-side filters (PROTOCOL.md does not see them: filtered data never leaves the
+ * source). Globs match the path relative to the source root with `path.matchesGlob`
+ * (`**` crosses directories). Every file kept back is reported with its reason.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { matchesGlob } from "node:path";
+
+export interface FilterOptions {
+  /** When non-empty, only files matching one of these are selected (directories are walked). */
+  include: string[];
+  /** Files and directories matching one of these are skipped (a directory with its contents). */
+  exclude: string[];
+  /** Files larger than this many bytes are skipped. */
+  maxFileSize?: number;
+  /** Stop executables and scripts, detected by content, and files matching firewallPatterns. */
+  firewall: boolean;
+  firewallPatterns: string[];
+}
+
+export const NO_FILTERS: FilterOptions = { include: [], exclude: [], firewall: false, firewallPatterns: [] };
+
+export type FilterReason =
+  "excluded" | "not-included" | "too-large" | "firewall-executable" | "firewall-script" | "firewall-pattern";
+
+const matchesAny = (path: string, globs: string[]) => globs.some((glob) => matchesGlob(path, glob));
+
+export function excludedPath(path: string, options: FilterOptions): boolean {
+  return options.exclude.length > 0 && matchesAny(path, options.exclude);
+}
+
+/** Why a regular file is kept back, or undefined when it is selected. `absolute` is read only for the firewall. */
+export function fileFilterReason(
+  path: string,
+  size: number,
+  absolute: string,
+  options: FilterOptions,
+): FilterReason | undefined {
+  if (excludedPath(path, options)) return "excluded";
+  if (options.include.length > 0 && !matchesAny(path, options.include)) return "not-included";
+  if (options.maxFileSize !== undefined && size > options.maxFileSize) return "too-large";
+  if (options.firewall) {
+    if (matchesAny(path, options.firewallPatterns)) return "firewall-pattern";
+    const kind = executableKind(readHead(absolute));
+    if (kind) return kind === "script" ? "firewall-script" : "firewall-executable";
+  }
+  return undefined;
+}
+
+function readHead(path: string): Buffer {
+  const head = Buffer.alloc(4);
+  const fd = openSync(path, "r");
+  try {
+    const read = readSync(fd, head, 0, 4, 0);
+    return head.subarray(0, read);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What the content firewall looks for in a file's first bytes: ELF, PE (MZ), Mach-O (both
+ * byte orders, 32/64-bit and universal) and a `#!` script. Content, not names: renaming a
+ * binary to photo.jpg does not get it through.
+ */
+export function executableKind(head: Uint8Array): "elf" | "pe" | "mach-o" | "script" | undefined {
+  if (head.length >= 2 && head[0] === 0x23 && head[1] === 0x21) return "script";
+  if (head.length >= 2 && head[0] === 0x4d && head[1] === 0x5a) return "pe";
+  if (head.length < 4) return undefined;
+  const magic = Buffer.from(head.subarray(0, 4)).readUInt32BE(0);
+  if (magic === 0x7f454c46) return "elf";
+  if ([0xfeedface, 0xfeedfacf, 0xcefaedfe, 0xcffaedfe, 0xcafebabe, 0xbebafeca].includes(magic))
+    return "mach-o";
+  return undefined;
+}

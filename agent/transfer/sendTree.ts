@@ -1,0 +1,147 @@
+/**
+ * Sending file content over a connection, shared by the pusher (source → receiver) and
+ * the receiver's restore (stored version → client). Files up to INLINE_MAX go whole in one
+ * File frame; larger ones as Begin, one Data or Copy frame per content-defined chunk, End.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { chunksOf } from "../chunking/fileChunks.ts";
+import type { FramedConnection } from "../protocol/connection.ts";
+import { FrameType } from "../protocol/frames.ts";
+import {
+  encodeCopy,
+  encodeData,
+  encodeFile,
+  encodeJson,
+  type FileHeader,
+  INLINE_MAX,
+  type ManifestEntry,
+} from "../protocol/messages.ts";
+
+export interface LargeFileSend {
+  path: string;
+  mtime: number;
+  mode: number;
+  /** The absolute path to read. */
+  file: string;
+  /** Chunks the receiver can copy from its base version's file `base.path`. */
+  base?: { path: string; offsets: Map<string, number> };
+  /** The receiver already staged these leading chunks of this path (resume). */
+  staged?: [number, string][];
+}
+
+export interface SentFile {
+  size: number;
+  sha256: string;
+  /** Bytes of file content that crossed the wire (Data and File payloads). */
+  dataBytes: number;
+  chunks: [number, string][];
+}
+
+/** Sends a small file already read into memory. */
+export async function sendSmallFile(
+  connection: FramedConnection,
+  header: FileHeader,
+  content: Buffer,
+): Promise<void> {
+  await connection.send(encodeFile(header, content));
+}
+
+export async function sendLargeFile(connection: FramedConnection, file: LargeFileSend): Promise<SentFile> {
+  const whole = createHash("sha256");
+  const chunks: [number, string][] = [];
+  let dataBytes = 0;
+  let size = 0;
+  let begun = false;
+  let skipping = file.staged !== undefined && file.staged.length > 0;
+  for (const { chunk, bytes } of chunksOf(file.file)) {
+    whole.update(bytes);
+    size += chunk.length;
+    chunks.push([chunk.length, chunk.hash]);
+    // Resume: the receiver has these leading chunks already; send from the first that differs.
+    if (skipping) {
+      const staged = file.staged![chunks.length - 1];
+      if (staged && staged[0] === chunk.length && staged[1] === chunk.hash) continue;
+      skipping = false;
+    }
+    if (!begun) {
+      begun = true;
+      await sendBegin(connection, file, chunks.length - 1);
+    }
+    const copyFrom = file.base?.offsets.get(chunk.hash);
+    if (copyFrom !== undefined) {
+      await connection.send(encodeCopy(copyFrom, chunk.length, chunk.hash));
+    } else {
+      dataBytes += chunk.length;
+      await connection.send(encodeData(bytes));
+    }
+  }
+  if (!begun) await sendBegin(connection, file, chunks.length);
+  const sha256 = whole.digest("hex");
+  await connection.send(encodeJson(FrameType.End, { size, sha256 }));
+  return { size, sha256, dataBytes, chunks };
+}
+
+async function sendBegin(
+  connection: FramedConnection,
+  file: LargeFileSend,
+  stagedChunks: number,
+): Promise<void> {
+  const resumeAt =
+    file.staged && stagedChunks > 0
+      ? file.staged.slice(0, stagedChunks).reduce((sum, [length]) => sum + length, 0)
+      : undefined;
+  await connection.send(
+    encodeJson(FrameType.Begin, {
+      path: file.path,
+      mtime: file.mtime,
+      mode: file.mode,
+      ...(file.base && file.base.path !== file.path ? { base: file.base.path } : {}),
+      ...(resumeAt !== undefined ? { resumeAt } : {}),
+    }),
+  );
+}
+
+/** Offsets of each chunk in a stored file, from its manifest chunk list. */
+export function chunkOffsets(chunks: [number, string][]): Map<string, number> {
+  const offsets = new Map<string, number>();
+  let offset = 0;
+  for (const [length, hash] of chunks) {
+    if (!offsets.has(hash)) offsets.set(hash, offset);
+    offset += length;
+  }
+  return offsets;
+}
+
+/** Sends a stored version's entries and content (restore), in path order. */
+export async function sendTree(
+  connection: FramedConnection,
+  tree: string,
+  entries: ManifestEntry[],
+): Promise<{ files: number; bytes: number }> {
+  let files = 0;
+  let bytes = 0;
+  for (const entry of entries) {
+    if (entry.type === "dir") {
+      await connection.send(
+        encodeJson(FrameType.Directory, { path: entry.path, mtime: entry.mtime, mode: entry.mode }),
+      );
+    } else if (entry.type === "symlink") {
+      await connection.send(
+        encodeJson(FrameType.Symlink, { path: entry.path, mtime: entry.mtime, target: entry.target }),
+      );
+    } else {
+      files++;
+      bytes += entry.size;
+      const file = join(tree, entry.path);
+      if (entry.size <= INLINE_MAX) {
+        const { path, size, mtime, mode, sha256 } = entry;
+        await sendSmallFile(connection, { path, size, mtime, mode, sha256 }, readFileSync(file));
+      } else {
+        await sendLargeFile(connection, { path: entry.path, mtime: entry.mtime, mode: entry.mode, file });
+      }
+    }
+  }
+  return { files, bytes };
+}

@@ -1,0 +1,94 @@
+/**
+ * Runs the real `offsite` CLI as child processes for the agent's end-to-end tests: a
+ * receiver listening on loopback, and clients (push, compare, restore, certs) against it.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { resolve } from "node:path";
+
+const MAIN = resolve(import.meta.dirname, "../../agent/main.ts");
+
+export interface Finished {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function startOffsite(
+  args: string[],
+  cwd?: string,
+): { child: ChildProcess; finished: Promise<Finished> } {
+  const child = spawn(process.execPath, [MAIN, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const finished = once(child, "close").then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+    stdout,
+    stderr,
+  }));
+  return { child, finished };
+}
+
+export function runOffsite(args: string[], cwd?: string): Promise<Finished> {
+  return startOffsite(args, cwd).finished;
+}
+
+/** The JSON report a client printed on stdout (it prints JSON when stdout is not a terminal). */
+export function reportOf<T = Record<string, unknown>>(finished: Finished): T {
+  const line = finished.stdout.trim().split("\n").at(-1);
+  if (!line) throw new Error(`no report; exit ${finished.code}; stderr:\n${finished.stderr}`);
+  return JSON.parse(line) as T;
+}
+
+export interface ReceiverProcess {
+  port: number;
+  child: ChildProcess;
+  events: Record<string, unknown>[];
+  stop(): Promise<void>;
+}
+
+export async function startReceiverProcess(
+  root: string,
+  certs: string,
+  extra: string[] = [],
+): Promise<ReceiverProcess> {
+  const child = spawn(
+    process.execPath,
+    [MAIN, "receive", "--root", root, "--certs", certs, "--host", "127.0.0.1", "--port", "0", ...extra],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const events: Record<string, unknown>[] = [];
+  let buffered = "";
+  const port = await new Promise<number>((resolvePort, reject) => {
+    child.once("exit", (code) => reject(new Error(`the receiver exited with ${code} before listening`)));
+    child.stderr.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        try {
+          const event = JSON.parse(line) as Record<string, unknown>;
+          events.push(event);
+          if (event.event === "listening") resolvePort(event.port as number);
+        } catch {
+          events.push({ event: "unparsed", line });
+        }
+      }
+    });
+  });
+  return {
+    port,
+    child,
+    events,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      await once(child, "exit");
+    },
+  };
+}

@@ -9,6 +9,7 @@ import { FrameDecoder, FrameType, frameTypeName, ProtocolError } from "./frames.
 import { decodeMessage, encodeJson, type Message, type MessageOf } from "./messages.ts";
 
 const MAX_QUEUED = 64;
+const LINGER_MS = 2000;
 
 /** The peer reported an error (an Error frame), or the connection ended. */
 export class PeerError extends Error {
@@ -28,6 +29,7 @@ export class FramedConnection {
   private readonly queue: Message[] = [];
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
+  private aborting: Promise<void> | undefined;
   bytesRead = 0;
   bytesWritten = 0;
 
@@ -64,6 +66,8 @@ export class FramedConnection {
 
   /** Writes a frame; resolves at once unless the socket's buffer is full. */
   send(frame: Buffer): Promise<void> | undefined {
+    // Once the peer has reported an error (or gone), writing on only hides its reason.
+    if (this.failure) return Promise.reject(this.failure);
     this.bytesWritten += frame.length;
     if (this.socket.write(frame)) return undefined;
     return new Promise((resolve, reject) => {
@@ -80,8 +84,21 @@ export class FramedConnection {
     });
   }
 
-  /** Tells the peer what went wrong, then closes. Never throws. */
-  async abort(code: string, message: string, path?: string): Promise<void> {
+  /**
+   * Tells the peer what went wrong, then closes. Never throws. Whatever the peer still
+   * sends is read and dropped for a moment (a lingering close): a peer that is busy
+   * writing then reads our Error frame instead of a reset connection.
+   */
+  abort(code: string, message: string, path?: string): Promise<void> {
+    this.aborting ??= this.lingeringClose(code, message, path);
+    return this.aborting;
+  }
+
+  private async lingeringClose(code: string, message: string, path?: string): Promise<void> {
+    this.fail(new PeerError(code, message, path));
+    this.socket.removeAllListeners("data");
+    this.socket.on("data", () => undefined);
+    this.socket.resume();
     if (!this.socket.destroyed && this.socket.writable) {
       const frame = encodeJson(FrameType.Error, {
         code,
@@ -89,6 +106,13 @@ export class FramedConnection {
         ...(path !== undefined ? { path } : {}),
       });
       await new Promise<void>((resolve) => this.socket.end(frame, () => resolve()));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, LINGER_MS);
+        this.socket.once("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     }
     this.socket.destroy();
   }

@@ -76,9 +76,9 @@ async function handleSession(
   let lockKey: string | undefined;
   const started = Date.now();
   try {
-    const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS);
-    const hello = await connection.expect(FrameType.Hello);
-    clearTimeout(timer);
+    // A peer that connects and says nothing is dropped; the timer must not outlive it.
+    const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS).unref();
+    const hello = await connection.expect(FrameType.Hello).finally(() => clearTimeout(timer));
     if (!hello.versions.includes(PROTOCOL_VERSION)) {
       throw new ProtocolError(
         "unsupported-version",

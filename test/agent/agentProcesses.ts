@@ -51,16 +51,46 @@ export interface ReceiverProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts `offsite receive` on 127.0.0.1 with a free port. With `tmpfsBytes`, the receiver
+ * runs in a mount namespace of its own (unshare, no root needed) whose root directory is a
+ * tmpfs of that size: a small disk that fills up, gone when the process ends.
+ */
 export async function startReceiverProcess(
   root: string,
   certs: string,
   extra: string[] = [],
+  tmpfsBytes?: number,
 ): Promise<ReceiverProcess> {
-  const child = spawn(
-    process.execPath,
-    [MAIN, "receive", "--root", root, "--certs", certs, "--host", "127.0.0.1", "--port", "0", ...extra],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const args = [
+    MAIN,
+    "receive",
+    "--root",
+    root,
+    "--certs",
+    certs,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    ...extra,
+  ];
+  const child =
+    tmpfsBytes === undefined
+      ? spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] })
+      : spawn(
+          "unshare",
+          [
+            "-rm",
+            "sh",
+            "-c",
+            `mount -t tmpfs -o size=${tmpfsBytes} tmpfs "$0" && exec "$@"`,
+            root,
+            process.execPath,
+            ...args,
+          ],
+          { stdio: ["ignore", "pipe", "pipe"] },
+        );
   const events: Record<string, unknown>[] = [];
   let buffered = "";
   const port = await new Promise<number>((resolvePort, reject) => {

@@ -1,0 +1,136 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { encodeFrame, FrameDecoder, FrameType, MAX_FRAME_LENGTH, ProtocolError } from "./frames.ts";
+import { decodeMessage, encodeCopy, encodeFile, encodeJson, type Message } from "./messages.ts";
+import { checkRelativePath, relativePathProblem } from "./paths.ts";
+
+const KNOWN = Object.values(FrameType) as number[];
+
+/** Feeds bytes in the given slices; returns decoded messages and the first error. */
+function decodeAll(bytes: Buffer, slices: number[]): { messages: Message[]; error?: unknown } {
+  const decoder = new FrameDecoder();
+  const messages: Message[] = [];
+  let offset = 0;
+  try {
+    for (const size of [...slices, bytes.length]) {
+      decoder.push(bytes.subarray(offset, Math.min(bytes.length, offset + size)));
+      offset = Math.min(bytes.length, offset + size);
+      for (let frame = decoder.next(); frame; frame = decoder.next()) messages.push(decodeMessage(frame));
+      // Never more than one frame (plus a header) is held back.
+      assert.ok(decoder.bufferedBytes <= MAX_FRAME_LENGTH + 4 + size);
+    }
+  } catch (error) {
+    return { messages, error };
+  }
+  return { messages };
+}
+
+describe("the frame parser", () => {
+  it("round-trips every message kind, whatever the slicing of the stream", () => {
+    const content = Buffer.from("hello");
+    const frames = [
+      encodeJson(FrameType.Hello, {
+        versions: [1],
+        role: "push",
+        site: "0b8a2f4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+        source: "7d3c9e21-5b6a-4c8d-9e0f-1a2b3c4d5e6f",
+        client: "test",
+      }),
+      encodeFile({ path: "a/b.txt", size: 5, mtime: 1, mode: 0o644, sha256: "a".repeat(64) }, content),
+      encodeFrame(FrameType.Data, Buffer.alloc(65536, 1)),
+      encodeCopy(2 ** 40, 4096, "b".repeat(64)),
+      encodeJson(FrameType.End, { size: 70000, sha256: "c".repeat(64) }),
+      encodeJson(FrameType.Error, { code: "x", message: "y" }),
+    ];
+    const stream = Buffer.concat(frames);
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 5000 }), { maxLength: 40 }), (slices) => {
+        const { messages, error } = decodeAll(stream, slices);
+        assert.equal(error, undefined);
+        assert.deepEqual(
+          messages.map((m) => m.type),
+          [0x01, 0x10, 0x12, 0x13, 0x14, 0x7f],
+        );
+        const copy = messages[3] as Extract<Message, { type: 0x13 }>;
+        assert.equal(copy.offset, 2 ** 40);
+        assert.equal(copy.length, 4096);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("survives 10,000 random frames: each decodes or fails with a ProtocolError, never anything else", () => {
+    const randomFrame = fc.oneof(
+      // Raw garbage.
+      fc.uint8Array({ maxLength: 300 }).map((bytes) => Buffer.from(bytes)),
+      // A well-formed header with a known type and a random payload.
+      fc
+        .tuple(fc.constantFrom(...KNOWN), fc.uint8Array({ maxLength: 300 }))
+        .map(([type, payload]) => encodeFrame(type as FrameType, payload)),
+      // A known type with JSON that almost fits.
+      fc
+        .tuple(fc.constantFrom(...KNOWN), fc.jsonValue({ maxDepth: 3 }))
+        .map(([type, value]) => encodeFrame(type as FrameType, Buffer.from(JSON.stringify(value) ?? "null"))),
+      // A hostile length field.
+      fc
+        .tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 255 }))
+        .map(([length, type]) => {
+          const header = Buffer.alloc(5);
+          header.writeUInt32BE(length, 0);
+          header[4] = type;
+          return header;
+        }),
+    );
+    let decoded = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(
+        randomFrame,
+        fc.array(fc.integer({ min: 1, max: 64 }), { maxLength: 8 }),
+        (frame, slices) => {
+          const { messages, error } = decodeAll(frame, slices);
+          if (error !== undefined) {
+            assert.ok(error instanceof ProtocolError, `not a ProtocolError: ${(error as Error).stack}`);
+            assert.match(error.code, /^[a-z-]+$/);
+            refused++;
+          }
+          decoded += messages.length;
+        },
+      ),
+      { numRuns: 10_000 },
+    );
+    assert.ok(refused > 1000 && decoded > 0, `refused ${refused}, decoded ${decoded}`);
+  });
+
+  it("refuses an oversized length and an unknown type before reading the payload", () => {
+    const decoder = new FrameDecoder();
+    decoder.push(Buffer.from([0x7f, 0xff, 0xff, 0xff, 0x10]));
+    assert.throws(() => decoder.next(), { code: "frame-too-large" });
+    const unknown = new FrameDecoder();
+    unknown.push(Buffer.from([0, 0, 0, 1, 0x55]));
+    assert.throws(() => unknown.next(), { code: "unknown-frame" });
+  });
+});
+
+describe("relative paths", () => {
+  it("accepts ordinary nested paths and refuses every escape", () => {
+    for (const ok of ["a", "a/b/c.txt", "..a", "a..", ".hidden/x", "spaces are fine", "ü/日本"]) {
+      assert.equal(checkRelativePath(ok), ok);
+    }
+    for (const bad of [
+      "",
+      "/etc/passwd",
+      "../x",
+      "a/../../x",
+      "a/./b",
+      "a//b",
+      "a/",
+      "nul\0byte",
+      "x".repeat(256),
+    ]) {
+      assert.notEqual(relativePathProblem(bad), undefined, JSON.stringify(bad));
+      assert.throws(() => checkRelativePath(bad), { code: "bad-path" });
+    }
+  });
+});

@@ -1,0 +1,311 @@
+/**
+ * A receiver process facing hostile and broken peers over real TLS on loopback: bad
+ * paths, bad frames, garbage, wrong certificates, a source posing as another, a full
+ * disk. Each is refused with a clear error, nothing is written outside the root, and the
+ * previous version stays current and restorable.
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { connect, type TLSSocket } from "node:tls";
+import {
+  createCertificateAuthority,
+  issueCertificate,
+  type CertificateAndKey,
+} from "../../pki/certificates.ts";
+import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
+import { decodeMessage, encodeFile, encodeJson, type Message } from "../../agent/protocol/messages.ts";
+import { sha256Hex } from "./treeSnapshot.ts";
+import { reportOf, runOffsite, startReceiverProcess, type ReceiverProcess } from "./agentProcesses.ts";
+
+const SITE = "11111111-2222-4333-8444-555555555555";
+const SOURCE = "66666666-7777-4888-8999-aaaaaaaaaaaa";
+const OTHER_SOURCE = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff";
+const YEAR = 365 * 86_400_000;
+
+interface Credentials {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+async function clientOf(ca: CertificateAndKey, source: string): Promise<Credentials> {
+  const client = await issueCertificate(ca, {
+    commonName: source,
+    organizations: [SITE],
+    usage: "client",
+    validForMs: YEAR,
+  });
+  return { ca: ca.certificatePem, cert: client.certificatePem, key: client.privateKeyPem };
+}
+
+/** Connects with the given credentials; resolves with the socket or rejects with the TLS error. */
+async function connectAs(port: number, credentials: Credentials): Promise<TLSSocket> {
+  const socket = connect({
+    host: "127.0.0.1",
+    port,
+    ...credentials,
+    servername: "localhost",
+    minVersion: "TLSv1.3",
+  });
+  await once(socket, "secureConnect");
+  return socket;
+}
+
+/** Sends raw bytes, then collects what the receiver answers until it closes the connection. */
+async function exchange(
+  socket: TLSSocket,
+  ...writes: Buffer[]
+): Promise<{ messages: Message[]; error?: Extract<Message, { type: 0x7f }> }> {
+  const decoder = new FrameDecoder();
+  const messages: Message[] = [];
+  socket.on("data", (bytes: Buffer) => decoder.push(bytes));
+  socket.on("error", () => undefined);
+  for (const bytes of writes) socket.write(bytes);
+  await once(socket, "close");
+  for (let frame = decoder.next(); frame; frame = decoder.next()) messages.push(decodeMessage(frame));
+  const error = messages.find((m): m is Extract<Message, { type: 0x7f }> => m.type === FrameType.Error);
+  return { messages, ...(error ? { error } : {}) };
+}
+
+const hello = (source = SOURCE) =>
+  encodeJson(FrameType.Hello, { versions: [1], role: "push", site: SITE, source, client: "hostile-test" });
+
+function fileFrame(path: string, content: string): Buffer {
+  const bytes = Buffer.from(content);
+  return encodeFile({ path, size: bytes.length, mtime: 0, mode: 0o644, sha256: sha256Hex(bytes) }, bytes);
+}
+
+function listAll(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, encoding: "utf8" }).sort();
+}
+
+describe("a receiver facing hostile peers", () => {
+  let work: string;
+  let root: string;
+  let ca: CertificateAndKey;
+  let good: Credentials;
+  let receiver: ReceiverProcess;
+  let firstVersion: string;
+  const outside = () =>
+    listAll(work).filter((p) => !p.startsWith("root") && !p.startsWith("certs") && !p.startsWith("src"));
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), "offsite-hostile-"));
+    root = join(work, "root");
+    ca = await createCertificateAuthority("hostile test CA", YEAR);
+    const server = await issueCertificate(ca, {
+      commonName: "localhost",
+      hosts: ["localhost", "127.0.0.1"],
+      usage: "server",
+      validForMs: YEAR,
+    });
+    const certs = join(work, "certs");
+    mkdirSync(certs);
+    writeFileSync(join(certs, "ca.crt"), ca.certificatePem);
+    writeFileSync(join(certs, "tls.crt"), server.certificatePem);
+    writeFileSync(join(certs, "tls.key"), server.privateKeyPem);
+    good = await clientOf(ca, SOURCE);
+    const clientDir = join(work, "certs-client");
+    mkdirSync(clientDir);
+    writeFileSync(join(clientDir, "ca.crt"), good.ca);
+    writeFileSync(join(clientDir, "tls.crt"), good.cert);
+    writeFileSync(join(clientDir, "tls.key"), good.key);
+    receiver = await startReceiverProcess(root, certs);
+    // A good first version, which every hostile session below must leave alone.
+    mkdirSync(join(work, "src"));
+    writeFileSync(join(work, "src", "keep.txt"), "precious");
+    const pushed = await runOffsite([
+      "push",
+      join(work, "src"),
+      "--to",
+      `127.0.0.1:${receiver.port}`,
+      "--certs",
+      clientDir,
+      "--json",
+    ]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    firstVersion = reportOf<{ version: string }>(pushed).version;
+  });
+
+  after(async () => {
+    await receiver?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const stillIntact = () => {
+    const versions = readdirSync(join(root, SITE, SOURCE, "versions"));
+    assert.deepEqual(versions, [firstVersion]);
+    assert.deepEqual(outside(), []);
+  };
+
+  for (const [name, path, problem] of [
+    ["a .. traversal", "../../escaped.txt", /has a \.\. component/],
+    ["an absolute path", "/tmp/offsite-escaped.txt", /it is absolute/],
+    ["a NUL byte", "evil\0name", /contains a NUL byte/],
+    ["a name longer than 255 bytes", "x".repeat(300), /longer than 255 bytes/],
+    ["an empty component", "a//b", /empty component/],
+  ] as const) {
+    it(`refuses a path with ${name}`, async () => {
+      const socket = await connectAs(receiver.port, good);
+      const { error } = await exchange(socket, hello(), fileFrame(path, "payload"));
+      assert.equal(error?.code, "bad-path");
+      assert.match(error.message, problem);
+      stillIntact();
+    });
+  }
+
+  it("never writes through a symlink the peer declared", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const { error } = await exchange(
+      socket,
+      hello(),
+      encodeJson(FrameType.Symlink, { path: "link", mtime: 0, target: "/tmp" }),
+      fileFrame("link/planted.txt", "planted"),
+      encodeJson(FrameType.Commit, { files: 1, bytes: 7, filtered: {} }),
+    );
+    assert.equal(error?.code, "inconsistent-tree");
+    stillIntact();
+    assert.equal(readdirSync("/tmp").includes("planted.txt"), false);
+  });
+
+  it("refuses an oversized frame before buffering it", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const header = Buffer.from([0xff, 0xff, 0xff, 0xf0, FrameType.File]);
+    const { error } = await exchange(socket, hello(), header);
+    assert.equal(error?.code, "frame-too-large");
+    stillIntact();
+  });
+
+  it("drops a truncated frame when the peer goes away, and commits nothing", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const frame = fileFrame("truncated.txt", "x".repeat(1000));
+    socket.on("error", () => undefined);
+    socket.resume(); // read (and drop) what the receiver sends, so the close can complete
+    socket.write(hello());
+    socket.end(frame.subarray(0, 200));
+    await once(socket, "close");
+    stillIntact();
+  });
+
+  it("refuses garbage after the handshake", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const garbage = Buffer.from("GET / HTTP/1.1\r\nHost: offsite\r\n\r\n");
+    const { error } = await exchange(socket, garbage);
+    assert.ok(error && ["frame-too-large", "unknown-frame"].includes(error.code), JSON.stringify(error));
+    stillIntact();
+  });
+
+  it("refuses a frame whose content does not match its hash", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const bytes = Buffer.from("real content");
+    const lying = encodeFile(
+      { path: "lie.txt", size: bytes.length, mtime: 0, mode: 0o644, sha256: "0".repeat(64) },
+      bytes,
+    );
+    const { error } = await exchange(socket, hello(), lying);
+    assert.equal(error?.code, "hash-mismatch");
+    stillIntact();
+  });
+
+  it("refuses a self-signed client certificate during the TLS handshake", async () => {
+    const selfSigned = await createCertificateAuthority(SOURCE, YEAR);
+    await assert.rejects(
+      connectAs(receiver.port, {
+        ca: ca.certificatePem,
+        cert: selfSigned.certificatePem,
+        key: selfSigned.privateKeyPem,
+      }).then((s) =>
+        exchange(s, hello()).then((r) => {
+          throw new Error(`the receiver answered: ${JSON.stringify(r.messages)}`);
+        }),
+      ),
+    );
+    stillIntact();
+  });
+
+  it("refuses a client certificate from another CA during the TLS handshake", async () => {
+    const otherCa = await createCertificateAuthority("another CA", YEAR);
+    const stranger = await clientOf(otherCa, SOURCE);
+    await assert.rejects(
+      connectAs(receiver.port, { ...stranger, ca: ca.certificatePem }).then((s) =>
+        exchange(s, hello()).then((r) => {
+          throw new Error(`the receiver answered: ${JSON.stringify(r.messages)}`);
+        }),
+      ),
+    );
+    assert.ok(receiver.events.some((e) => e.event === "refused"));
+    stillIntact();
+  });
+
+  it("refuses a source that asks to write under another source's GUID", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const { error } = await exchange(socket, hello(OTHER_SOURCE), fileFrame("x.txt", "x"));
+    assert.equal(error?.code, "forbidden");
+    assert.match(error.message, /only write under its own GUID/);
+    assert.deepEqual(readdirSync(join(root, SITE)), [SOURCE]);
+  });
+
+  it("refuses a client that speaks only an unknown protocol version", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const future = encodeJson(FrameType.Hello, {
+      versions: [7],
+      role: "push",
+      site: SITE,
+      source: SOURCE,
+      client: "future",
+    });
+    const { error } = await exchange(socket, future);
+    assert.equal(error?.code, "unsupported-version");
+    stillIntact();
+  });
+});
+
+describe("a receiver whose disk fills up", () => {
+  it("fails the job with disk-full and keeps the previous version current and restorable", async () => {
+    const work = mkdtempSync(join(tmpdir(), "offsite-diskfull-"));
+    const root = join(work, "root");
+    mkdirSync(root);
+    let receiver: ReceiverProcess | undefined;
+    try {
+      const certsResult = await runOffsite([
+        "certs",
+        "--out",
+        join(work, "certs"),
+        "--site",
+        SITE,
+        "--source",
+        SOURCE,
+        "--json",
+      ]);
+      assert.equal(certsResult.code, 0, certsResult.stderr);
+      const clientCerts = join(work, "certs", `source-${SOURCE}`);
+      receiver = await startReceiverProcess(root, join(work, "certs", "receiver"), [], 4 * 1024 * 1024);
+      const source = join(work, "src");
+      mkdirSync(source);
+      writeFileSync(join(source, "small.txt"), "fits");
+      const to = `127.0.0.1:${receiver.port}`;
+      const first = await runOffsite(["push", source, "--to", to, "--certs", clientCerts, "--json"]);
+      assert.equal(first.code, 0, first.stderr);
+      const firstVersion = reportOf<{ version: string }>(first).version;
+
+      writeFileSync(join(source, "big.bin"), Buffer.alloc(8 * 1024 * 1024, 3));
+      const full = await runOffsite(["push", source, "--to", to, "--certs", clientCerts, "--json"]);
+      assert.equal(full.code, 1);
+      assert.match(full.stderr, /disk is full.*previous version is intact/);
+
+      // The previous version is still current and restores.
+      const restored = join(work, "restored");
+      const restore = await runOffsite(["restore", "--from", to, "--certs", clientCerts, "--json", restored]);
+      assert.equal(restore.code, 0, restore.stderr);
+      assert.equal(reportOf<{ version: string }>(restore).version, firstVersion);
+      assert.deepEqual(readdirSync(restored), ["small.txt"]);
+    } finally {
+      await receiver?.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});

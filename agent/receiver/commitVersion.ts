@@ -6,6 +6,7 @@
  */
 import {
   closeSync,
+  existsSync,
   fsyncSync,
   linkSync,
   lstatSync,
@@ -106,6 +107,12 @@ function prune(staging: StagingArea, retention: RetentionPolicy, current: string
   const all = layout.versions();
   const keep = versionsToKeep(all, retention, current);
   const pruned = all.filter((id) => !keep.has(id));
+  // A commit that died before writing its manifest left a directory that is no version.
+  for (const name of readdirSync(layout.versionsDir)) {
+    if (name !== current && !existsSync(layout.manifestOf(name))) {
+      rmSync(layout.versionDir(name), { recursive: true, force: true });
+    }
+  }
   // Deleting a version only drops its names for shared files: the hard links of the
   // versions that remain keep the data.
   for (const id of pruned) rmSync(layout.versionDir(id), { recursive: true, force: true });

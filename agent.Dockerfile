@@ -3,8 +3,8 @@
 # `docker build -f agent.Dockerfile .` from the repository root. Same shape as the
 # operator's: distroless Node 24 running the TypeScript sources, non-root, read-only
 # root filesystem. The receiver writes only to its data volume and /tmp (an emptyDir).
-# The agent's CLI (agent/main.ts) arrives with the data-plane issue; until then this
-# image has no entrypoint to run and is not referenced by a release.
+# The entrypoint is the `offsite` CLI (agent/main.ts): the operator runs it as
+# `receive` in OffsiteServer pods and as `push` / `replicate` in sidecars.
 
 FROM node:24.21.0-bookworm-slim AS dependencies
 WORKDIR /app
@@ -15,8 +15,6 @@ FROM gcr.io/distroless/nodejs24-debian12:nonroot
 WORKDIR /app
 COPY --from=dependencies /app/node_modules ./node_modules
 COPY package.json ./
-COPY crds/definitions.ts ./crds/
-COPY crds/schema ./crds/schema
 COPY pki ./pki
 COPY agent ./agent
 USER 65532:65532

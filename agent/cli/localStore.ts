@@ -5,7 +5,7 @@
  * The local CA and the site GUID live in DIR/.offsite/; a source's GUID is derived from its
  * absolute path, so the same directory always maps to the same backups.
  */
-import { createHash, randomUUID, X509Certificate } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
@@ -18,18 +18,6 @@ import type { TlsCredentials } from "../tlsCredentials.ts";
 
 const TEN_YEARS = 10 * 365 * 86_400_000;
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/** A value for --to/--from is a local directory when it is a path rather than HOST:PORT. */
-export function isLocalDirectory(value: string): boolean {
-  return value.includes("/") || value.startsWith(".") || existsSync(value);
-}
-
-/** A stable GUID for a source directory (name-based, from its absolute path). */
-export function sourceGuidFor(path: string): string {
-  const hex = createHash("sha256").update(resolve(path)).digest("hex");
-  const variant = ((parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-5${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
-}
 
 export interface LocalStore {
   root: string;
@@ -88,17 +76,4 @@ async function loadOrCreateCa(state: string): Promise<CertificateAndKey> {
   writeFileSync(key, ca.privateKeyPem, { mode: 0o600 });
   writeFileSync(certificate, ca.certificatePem);
   return ca;
-}
-
-/** The site (O) and source (CN) a client certificate was issued for. */
-export function identityOfCertificate(pem: string): { site?: string; source?: string } {
-  const subject = new X509Certificate(pem).subject;
-  const field = (name: string) =>
-    subject
-      .split("\n")
-      .find((line) => line.startsWith(`${name}=`))
-      ?.slice(name.length + 1);
-  const site = field("O");
-  const source = field("CN");
-  return { ...(site ? { site } : {}), ...(source ? { source } : {}) };
 }

@@ -9,6 +9,8 @@ import { chunkLengths, MAX_CHUNK, MIN_CHUNK } from "./fastCdc.ts";
 import { chunkFile } from "./fileChunks.ts";
 
 const testdata = join(import.meta.dirname, "testdata");
+// Fixed, so CI runs the same cases every time; OFFSITE_PROPERTY_SEED explores others.
+const SEED = Number(process.env.OFFSITE_PROPERTY_SEED ?? 20261122);
 
 interface Vector {
   input_recipe: "zeros" | "repeat-plakar" | "random-seed0";
@@ -75,11 +77,11 @@ describe("FastCDC chunker", () => {
           else assert.ok(chunk > 0);
         });
       }),
-      { numRuns: 60 },
+      { numRuns: 60, seed: SEED },
     );
   });
 
-  it("cuts a concatenation at the first part's cut points, and the second's once it resynchronises", () => {
+  it("cuts a concatenation at the first part's cut points, and at all the second's once it resynchronises", () => {
     fc.assert(
       fc.property(fc.integer(), fc.integer(), (seedA, seedB) => {
         const a = pseudoRandomBytes(200_000, seedA);
@@ -91,10 +93,14 @@ describe("FastCDC chunker", () => {
         const cutsJoined = new Set(cutPoints(chunkLengths(joined)));
         for (const cut of cutsA) assert.ok(cutsJoined.has(cut), `cut ${cut} of the first part moved`);
         const cutsB = cutPoints(chunkLengths(b)).map((cut) => cut + a.length);
-        const shared = cutsB.filter((cut) => cutsJoined.has(cut));
-        assert.ok(shared.length >= cutsB.length - 3, `only ${shared.length}/${cutsB.length} cuts of B kept`);
+        // Once a cut of the whole falls on a cut of B, both chunkers stand at the same byte
+        // with the same bytes ahead: every later cut of B is kept.
+        const firstShared = cutsB.findIndex((cut) => cutsJoined.has(cut));
+        assert.ok(firstShared >= 0 && firstShared < cutsB.length - 1, "the chunker never resynchronised");
+        for (const cut of cutsB.slice(firstShared))
+          assert.ok(cutsJoined.has(cut), `cut ${cut} of B lost after resync`);
       }),
-      { numRuns: 20 },
+      { numRuns: 50, seed: SEED },
     );
   });
 
@@ -132,7 +138,7 @@ describe("FastCDC chunker", () => {
           );
         },
       ),
-      { numRuns: 25 },
+      { numRuns: 25, seed: SEED },
     );
   });
 

@@ -75,11 +75,21 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
     for (;;) {
       const message = await connection.next();
       if (message.type === FrameType.EntriesEnd) break;
-      if (message.type !== FrameType.Entries) {
+      if (message.type === FrameType.Entries) {
+        for (const entry of message.entries) entries.set(entry.path, entry);
+      } else if (message.type === FrameType.ChunkList) {
+        if (message.kind === "partial") {
+          if (partial?.path !== message.path) partial = { path: message.path, chunks: [] };
+          partial.chunks.push(...message.chunks);
+          continue;
+        }
+        const entry = entries.get(message.path);
+        if (entry?.type !== "file")
+          throw new Error(`the receiver sent chunks for ${message.path}, which is no file`);
+        (entry.chunks ??= []).push(...message.chunks);
+      } else {
         throw new Error(`the receiver sent a ${message.type} frame where entries belong`);
       }
-      for (const entry of message.entries) entries.set(entry.path, entry);
-      if (message.partial) partial = message.partial;
     }
   }
   return { connection, welcome, entries, partial };

@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { encodeFrame, FrameDecoder, FrameType, MAX_FRAME_LENGTH, ProtocolError } from "./frames.ts";
-import { decodeMessage, encodeCopy, encodeFile, encodeJson, type Message } from "./messages.ts";
+import {
+  decodeMessage,
+  encodeChunkList,
+  encodeCopy,
+  encodeFile,
+  encodeJson,
+  type Message,
+} from "./messages.ts";
 import { checkRelativePath, relativePathProblem } from "./paths.ts";
 
 const KNOWN = Object.values(FrameType) as number[];
@@ -41,6 +48,10 @@ describe("the frame parser", () => {
       encodeFrame(FrameType.Data, Buffer.alloc(65536, 1)),
       encodeCopy(2 ** 40, 4096, "b".repeat(64)),
       encodeJson(FrameType.End, { size: 70000, sha256: "c".repeat(64) }),
+      ...encodeChunkList("entry", "big/file.bin", [
+        [65536, "d".repeat(64)],
+        [2048, "e".repeat(64)],
+      ]),
       encodeJson(FrameType.Error, { code: "x", message: "y" }),
     ];
     const stream = Buffer.concat(frames);
@@ -50,8 +61,14 @@ describe("the frame parser", () => {
         assert.equal(error, undefined);
         assert.deepEqual(
           messages.map((m) => m.type),
-          [0x01, 0x10, 0x12, 0x13, 0x14, 0x7f],
+          [0x01, 0x10, 0x12, 0x13, 0x14, 0x05, 0x7f],
         );
+        const list = messages[5] as Extract<Message, { type: 0x05 }>;
+        assert.deepEqual(list.chunks, [
+          [65536, "d".repeat(64)],
+          [2048, "e".repeat(64)],
+        ]);
+        assert.equal(list.path, "big/file.bin");
         const copy = messages[3] as Extract<Message, { type: 0x13 }>;
         assert.equal(copy.offset, 2 ** 40);
         assert.equal(copy.length, 4096);
@@ -101,6 +118,21 @@ describe("the frame parser", () => {
       { numRuns: 10_000 },
     );
     assert.ok(refused > 1000 && decoded > 0, `refused ${refused}, decoded ${decoded}`);
+  });
+
+  it("splits a long chunk list over frames that each stay under the limit", () => {
+    const chunks = Array.from({ length: 100_000 }, (_, i): [number, string] => [
+      1 + (i % 65536),
+      i.toString(16).padStart(64, "0"),
+    ]);
+    const frames = encodeChunkList("entry", "huge.bin", chunks);
+    assert.ok(frames.length >= 4);
+    const decoded = decodeAll(Buffer.concat(frames), []);
+    assert.equal(decoded.error, undefined);
+    assert.deepEqual(
+      decoded.messages.flatMap((m) => (m as Extract<Message, { type: 0x05 }>).chunks),
+      chunks,
+    );
   });
 
   it("refuses an oversized length and an unknown type before reading the payload", () => {

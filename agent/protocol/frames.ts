@@ -13,6 +13,7 @@ export const FrameType = {
   Welcome: 0x02,
   Entries: 0x03,
   EntriesEnd: 0x04,
+  ChunkList: 0x05,
   File: 0x10,
   Begin: 0x11,
   Data: 0x12,

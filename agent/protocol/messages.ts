@@ -57,14 +57,8 @@ const schemas = {
     resumed: z.boolean(),
   }),
   [FrameType.Entries]: z.strictObject({
+    /** File entries come without `chunks` here; ChunkList frames carry them. */
     entries: z.array(manifestEntry).max(10_000),
-    /** push after an interruption: a partly received large file and its durable chunks. */
-    partial: z
-      .strictObject({
-        path,
-        chunks: z.array(z.tuple([z.number().int().min(1).max(INLINE_MAX), sha256])),
-      })
-      .optional(),
   }),
   [FrameType.EntriesEnd]: z.strictObject({ count: size }),
   [FrameType.Begin]: z.strictObject({
@@ -108,11 +102,14 @@ export type Message =
   | { [T in JsonType]: JsonMessage<T> }[JsonType]
   | { type: typeof FrameType.File; header: FileHeader; content: Buffer }
   | { type: typeof FrameType.Data; bytes: Buffer }
-  | { type: typeof FrameType.Copy; offset: number; length: number; sha256: string };
+  | { type: typeof FrameType.Copy; offset: number; length: number; sha256: string }
+  | { type: typeof FrameType.ChunkList; kind: "entry" | "partial"; path: string; chunks: [number, string][] };
 export type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
 
 const fileHeader = z.strictObject({ path, size, mtime, mode, sha256 });
 const COPY_LENGTH = 8 + 4 + 32;
+const CHUNK_RECORD = 4 + 32;
+const CHUNK_KINDS = ["entry", "partial"] as const;
 
 function parseJson<T>(schema: z.ZodType<T>, payload: Buffer, what: string): T {
   let value: unknown;
@@ -156,6 +153,29 @@ export function decodeMessage(frame: Frame): Message {
         throw new ProtocolError("bad-message", `Copy frame with offset ${offset} and length ${length}`);
       }
       return { type: FrameType.Copy, offset, length, sha256: frame.payload.subarray(12).toString("hex") };
+    }
+    case FrameType.ChunkList: {
+      const payload = frame.payload;
+      const kind = CHUNK_KINDS[payload[0] ?? 255];
+      const pathLength = payload.length >= 3 ? payload.readUInt16BE(1) : -1;
+      const records = payload.length - 3 - pathLength;
+      if (!kind || pathLength < 1 || records < 0 || records % CHUNK_RECORD !== 0) {
+        throw new ProtocolError("bad-message", "ChunkList frame with a bad kind, path length or record size");
+      }
+      const chunks: [number, string][] = [];
+      for (let offset = 3 + pathLength; offset < payload.length; offset += CHUNK_RECORD) {
+        const length = payload.readUInt32BE(offset);
+        if (length === 0 || length > INLINE_MAX) {
+          throw new ProtocolError("bad-message", `ChunkList frame with a chunk of ${length} bytes`);
+        }
+        chunks.push([length, payload.subarray(offset + 4, offset + CHUNK_RECORD).toString("hex")]);
+      }
+      return {
+        type: FrameType.ChunkList,
+        kind,
+        path: payload.subarray(3, 3 + pathLength).toString("utf8"),
+        chunks,
+      };
     }
     case FrameType.File: {
       if (frame.payload.length < 4) throw new ProtocolError("bad-message", "File frame without a header");
@@ -208,4 +228,30 @@ export function encodeCopy(offset: number, length: number, sha256hex: string): B
   payload.writeUInt32BE(length, 8);
   payload.write(sha256hex, 12, "hex");
   return encodeFrame(FrameType.Copy, payload);
+}
+
+/** A file's chunk list as ChunkList frames, as many as its length needs. */
+export function encodeChunkList(
+  kind: "entry" | "partial",
+  path: string,
+  chunks: [number, string][],
+): Buffer[] {
+  const pathBytes = Buffer.from(path);
+  const perFrame = Math.floor((1024 * 1024 - 3 - pathBytes.length) / CHUNK_RECORD);
+  const frames: Buffer[] = [];
+  for (let start = 0; start < chunks.length || start === 0; start += perFrame) {
+    const slice = chunks.slice(start, start + perFrame);
+    const payload = Buffer.allocUnsafe(3 + pathBytes.length + slice.length * CHUNK_RECORD);
+    payload[0] = CHUNK_KINDS.indexOf(kind);
+    payload.writeUInt16BE(pathBytes.length, 1);
+    pathBytes.copy(payload, 3);
+    slice.forEach(([length, hash], i) => {
+      const offset = 3 + pathBytes.length + i * CHUNK_RECORD;
+      payload.writeUInt32BE(length, offset);
+      payload.write(hash, offset + 4, "hex");
+    });
+    frames.push(encodeFrame(FrameType.ChunkList, payload));
+    if (chunks.length === 0) break;
+  }
+  return frames;
 }

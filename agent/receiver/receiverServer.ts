@@ -9,7 +9,7 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
-import { encodeJson, type ManifestEntry, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import { encodeChunkList, encodeJson, type ManifestEntry, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
 import { commitVersion } from "./commitVersion.ts";
 import { SourceLayout } from "./layout.ts";
@@ -34,7 +34,7 @@ export interface RunningReceiver {
 }
 
 const HELLO_TIMEOUT_MS = 30_000;
-const ENTRIES_PER_FRAME = 2000;
+const ENTRIES_BYTES = 256 * 1024;
 
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
   mkdirSync(options.root, { recursive: true });
@@ -171,22 +171,45 @@ async function handleSession(
   }
 }
 
+/**
+ * The receiver's view for a push or compare: Entries frames of at most ENTRIES_BYTES of
+ * JSON each, every large file's chunk list in ChunkList frames right after the Entries
+ * frame that names it, then the partial file's durable chunks, then EntriesEnd.
+ */
 async function sendEntries(
   connection: FramedConnection,
   entries: Iterable<ManifestEntry>,
   partial: { path: string; chunks: [number, string][] } | undefined,
 ): Promise<void> {
   let batch: ManifestEntry[] = [];
+  let batchBytes = 0;
+  let chunkLists: Buffer[] = [];
   let count = 0;
+  const flush = async () => {
+    await connection.send(encodeJson(FrameType.Entries, { entries: batch }));
+    for (const frame of chunkLists) await connection.send(frame);
+    batch = [];
+    batchBytes = 0;
+    chunkLists = [];
+  };
   for (const entry of entries) {
-    batch.push(entry);
     count++;
-    if (batch.length === ENTRIES_PER_FRAME) {
-      await connection.send(encodeJson(FrameType.Entries, { entries: batch }));
-      batch = [];
+    if (entry.type === "file" && entry.chunks) {
+      const { chunks, ...bare } = entry;
+      batch.push(bare);
+      chunkLists.push(...encodeChunkList("entry", entry.path, chunks));
+      batchBytes += JSON.stringify(bare).length;
+    } else {
+      batch.push(entry);
+      batchBytes += JSON.stringify(entry).length;
     }
+    if (batchBytes >= ENTRIES_BYTES || batch.length >= 10_000) await flush();
   }
-  await connection.send(encodeJson(FrameType.Entries, { entries: batch, ...(partial ? { partial } : {}) }));
+  if (batch.length > 0) await flush();
+  if (partial && partial.chunks.length > 0) {
+    for (const frame of encodeChunkList("partial", partial.path, partial.chunks))
+      await connection.send(frame);
+  }
   await connection.send(encodeJson(FrameType.EntriesEnd, { count }));
 }
 

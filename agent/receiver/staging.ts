@@ -58,6 +58,8 @@ export class StagingArea {
   readonly written = new Set<string>();
   bytesWritten = 0;
   private partial: PartialFile | undefined;
+  /** Directories of the staged tree known to exist, so each file costs no lstat per parent. */
+  private readonly knownDirectories = new Set<string>();
   private journalFd: number | undefined;
 
   constructor(layout: SourceLayout, base: string | null) {
@@ -169,7 +171,7 @@ export class StagingArea {
     }
     this.prepareParents(path);
     const target = join(this.tree, path);
-    rmSync(target, { recursive: true, force: true });
+    this.removeStaged(path);
     linkSync(join(this.layout.treeOf(this.base!), from), target);
     const entry: FileEntry = { type: "file", path, size: source.size, mtime, mode, sha256 };
     if (source.chunks) entry.chunks = source.chunks;
@@ -390,25 +392,36 @@ export class StagingArea {
   private placeFile(from: string, path: string, mtime: number): void {
     this.prepareParents(path);
     const target = join(this.tree, path);
-    const existing = lstatOrUndefined(target);
-    if (existing?.isDirectory()) rmSync(target, { recursive: true, force: true });
     utimesSync(from, mtime / 1000, mtime / 1000);
-    renameSync(from, target);
+    try {
+      renameSync(from, target);
+    } catch (error) {
+      // A directory stands where the file goes (the path changed type): replace it.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "EISDIR" && code !== "ENOTEMPTY" && code !== "EEXIST") throw error;
+      this.removeStaged(path);
+      renameSync(from, target);
+    }
   }
 
   /** Makes every parent of `path` a real directory in the staged tree. */
   private prepareParents(path: string): void {
     for (const parent of parentsOf(path)) {
+      if (this.knownDirectories.has(parent)) continue;
       const dir = join(this.tree, parent);
       const stat = lstatOrUndefined(dir);
-      if (stat?.isDirectory()) continue;
-      if (stat) rmSync(dir, { force: true });
-      mkdirSync(dir, { mode: 0o755 });
+      if (stat && !stat.isDirectory()) rmSync(dir, { force: true });
+      if (!stat?.isDirectory()) mkdirSync(dir, { mode: 0o755 });
+      this.knownDirectories.add(parent);
     }
   }
 
   private removeStaged(path: string): void {
     rmSync(join(this.tree, path), { recursive: true, force: true });
+    // Whatever was under it is gone too.
+    for (const dir of this.knownDirectories) {
+      if (dir === path || dir.startsWith(`${path}/`)) this.knownDirectories.delete(dir);
+    }
   }
 }
 

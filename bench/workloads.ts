@@ -2,16 +2,9 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { prng } from "../test/agent/testSupport.ts";
 
-export function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x1_0000_0000;
-  };
-}
+export { prng };
 
 /** A log-normal size around `median` bytes (Box–Muller), clipped to [1, 1 MiB]. */
 function logNormalSize(random: () => number, median: number, sigma: number): number {

@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 
 const MAIN = resolve(import.meta.dirname, "../../agent/main.ts");
 
@@ -42,6 +42,17 @@ export function reportOf<T = Record<string, unknown>>(finished: Finished): T {
   const line = finished.stdout.trim().split("\n").at(-1);
   if (!line) throw new Error(`no report; exit ${finished.code}; stderr:\n${finished.stderr}`);
   return JSON.parse(line) as T;
+}
+
+/** `offsite certs` for one site and source: returns the receiver's and the client's credential directories. */
+export async function makeStandaloneCerts(
+  dir: string,
+  site: string,
+  source: string,
+): Promise<{ receiver: string; client: string }> {
+  const made = await runOffsite(["certs", "--out", dir, "--site", site, "--source", source, "--json"]);
+  if (made.code !== 0) throw new Error(`offsite certs failed: ${made.stderr}`);
+  return { receiver: join(dir, "receiver"), client: join(dir, `source-${source}`) };
 }
 
 export interface ReceiverProcess {

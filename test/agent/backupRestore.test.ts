@@ -23,7 +23,13 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { reportOf, runOffsite, startReceiverProcess, type ReceiverProcess } from "./agentProcesses.ts";
+import {
+  makeStandaloneCerts,
+  reportOf,
+  runOffsite,
+  startReceiverProcess,
+  type ReceiverProcess,
+} from "./agentProcesses.ts";
 
 interface PushReport {
   version: string;
@@ -72,21 +78,9 @@ describe("offsite push / compare / restore against a receiver process", () => {
     work = mkdtempSync(join(tmpdir(), "offsite-agent-"));
     source = join(work, "source");
     root = join(work, "root");
-    const certs = await runOffsite([
-      "certs",
-      "--out",
-      join(work, "certs"),
-      "--host",
-      "127.0.0.1",
-      "--site",
-      SITE,
-      "--source",
-      SOURCE,
-      "--json",
-    ]);
-    assert.equal(certs.code, 0, certs.stderr);
-    clientCerts = join(work, "certs", `source-${SOURCE}`);
-    receiver = await startReceiverProcess(root, join(work, "certs", "receiver"), ["--keep-last", "50"]);
+    const made = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
+    clientCerts = made.client;
+    receiver = await startReceiverProcess(root, made.receiver, ["--keep-last", "50"]);
     to = `127.0.0.1:${receiver.port}`;
 
     mkdirSync(join(source, "docs", "deep"), { recursive: true });

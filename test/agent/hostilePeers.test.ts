@@ -18,8 +18,14 @@ import {
 } from "../../pki/certificates.ts";
 import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
 import { decodeMessage, encodeFile, encodeJson, type Message } from "../../agent/protocol/messages.ts";
-import { sha256Hex } from "./treeSnapshot.ts";
-import { reportOf, runOffsite, startReceiverProcess, type ReceiverProcess } from "./agentProcesses.ts";
+import { sha256Hex } from "./testSupport.ts";
+import {
+  makeStandaloneCerts,
+  reportOf,
+  runOffsite,
+  startReceiverProcess,
+  type ReceiverProcess,
+} from "./agentProcesses.ts";
 
 const SITE = "11111111-2222-4333-8444-555555555555";
 const SOURCE = "66666666-7777-4888-8999-aaaaaaaaaaaa";
@@ -271,19 +277,12 @@ describe("a receiver whose disk fills up", () => {
     mkdirSync(root);
     let receiver: ReceiverProcess | undefined;
     try {
-      const certsResult = await runOffsite([
-        "certs",
-        "--out",
+      const { receiver: receiverCerts, client: clientCerts } = await makeStandaloneCerts(
         join(work, "certs"),
-        "--site",
         SITE,
-        "--source",
         SOURCE,
-        "--json",
-      ]);
-      assert.equal(certsResult.code, 0, certsResult.stderr);
-      const clientCerts = join(work, "certs", `source-${SOURCE}`);
-      receiver = await startReceiverProcess(root, join(work, "certs", "receiver"), [], 4 * 1024 * 1024);
+      );
+      receiver = await startReceiverProcess(root, receiverCerts, [], 4 * 1024 * 1024);
       const source = join(work, "src");
       mkdirSync(source);
       writeFileSync(join(source, "small.txt"), "fits");

@@ -20,7 +20,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { MAX_CHUNK } from "../../agent/chunking/fastCdc.ts";
+import { prng } from "./testSupport.ts";
 import {
+  makeStandaloneCerts,
   reportOf,
   runOffsite,
   startOffsite,
@@ -31,17 +33,6 @@ import {
 const SITE = "2c9f6a10-3b4d-4e5f-9a0b-1c2d3e4f5a6b";
 const SOURCE = "8e7d6c5b-4a39-4281-8f0e-d1c2b3a49586";
 const KILL_POINTS = 20;
-
-/** A seeded generator, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x1_0000_0000;
-  };
-}
 
 function pseudoRandomBytes(length: number, random: () => number): Buffer {
   const bytes = Buffer.allocUnsafe(length);
@@ -76,19 +67,11 @@ describe("kill tests: SIGKILL at random points, then resume", () => {
     const root = join(work, "root");
     let receiver: ReceiverProcess | undefined;
     try {
-      const certs = await runOffsite([
-        "certs",
-        "--out",
+      const { receiver: receiverCerts, client: clientCerts } = await makeStandaloneCerts(
         join(work, "certs"),
-        "--site",
         SITE,
-        "--source",
         SOURCE,
-        "--json",
-      ]);
-      assert.equal(certs.code, 0, certs.stderr);
-      const clientCerts = join(work, "certs", `source-${SOURCE}`);
-      const receiverCerts = join(work, "certs", "receiver");
+      );
       const stagingDir = join(root, SITE, SOURCE, "staging");
       receiver = await startReceiverProcess(root, receiverCerts);
 

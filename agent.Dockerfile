@@ -20,4 +20,6 @@ COPY agent ./agent
 USER 65532:65532
 ENV NODE_ENV=production
 EXPOSE 5722
-ENTRYPOINT ["/nodejs/bin/node", "agent/main.ts"]
+# A small young generation keeps a scan's garbage from inflating RSS: a 600,000-file scan
+# peaks at ~200 MiB instead of ~290 MiB (bench B8).
+ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=2", "agent/main.ts"]

@@ -18,7 +18,7 @@ for (const [dockerfilePath, entry] of [
     assert.ok(copies.length >= 3);
     for (const source of copies) assert.ok(existsSync(join(ROOT, source)), `COPY source ${source} exists`);
     const entrypoint = /^ENTRYPOINT \[(.*)\]$/m.exec(dockerfile)?.[1];
-    const script = JSON.parse(`[${entrypoint}]`) as string[];
+    const script = (JSON.parse(`[${entrypoint}]`) as string[]).filter((arg) => !arg.startsWith("--"));
     assert.equal(script[1], entry);
     assert.match(dockerfile, /^USER 65532:65532$/m);
     assert.match(dockerfile, /^FROM gcr\.io\/distroless\/nodejs24-debian12:nonroot$/m);

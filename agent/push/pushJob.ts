@@ -12,7 +12,7 @@ import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import { encodeJson, type FileEntry, INLINE_MAX } from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
-import { scanTree, type SourceEntry } from "../source/scanTree.ts";
+import { scanTree } from "../source/scanTree.ts";
 import { chunkOffsets, sendLargeFile, sendSmallFile } from "../transfer/sendTree.ts";
 
 export interface PushOptions {
@@ -54,18 +54,17 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
   });
   const { connection, entries } = session;
   try {
-    const files = scan.entries.filter((e): e is Extract<SourceEntry, { type: "file" }> => e.type === "file");
     const progress: PushProgress = {
       filesDone: 0,
-      filesTotal: files.length,
+      filesTotal: scan.entries.fileCount,
       bytesDone: 0,
-      bytesTotal: files.reduce((sum, f) => sum + f.size, 0),
+      bytesTotal: scan.entries.fileBytes,
     };
     const report: PushReport = {
       version: "",
       base: session.welcome.base,
       resumed: session.welcome.resumed,
-      files: { total: files.length, unchanged: 0, sent: 0, linked: 0, deleted: 0 },
+      files: { total: scan.entries.fileCount, unchanged: 0, sent: 0, linked: 0, deleted: 0 },
       bytes: { total: progress.bytesTotal, content: 0, wire: 0, received: 0 },
       filtered: scan.filtered,
       pruned: [],
@@ -73,7 +72,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     };
 
     // Deletions first, so a path that changes type (file ↔ directory) is free again.
-    const present = new Set(scan.entries.map((e) => e.path));
+    const present = new Set(scan.entries.paths);
     const removed = [...entries.values()].filter((e) => !present.has(e.path));
     for (const entry of removed.sort((a, b) => b.path.length - a.path.length)) {
       await connection.send(encodeJson(FrameType.Delete, { path: entry.path }));
@@ -170,7 +169,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     for (const { reason } of scan.filtered) filteredCounts[reason] = (filteredCounts[reason] ?? 0) + 1;
     await connection.send(
       encodeJson(FrameType.Commit, {
-        files: files.length,
+        files: scan.entries.fileCount,
         bytes: progress.bytesTotal,
         filtered: filteredCounts,
       }),

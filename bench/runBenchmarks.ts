@@ -30,7 +30,12 @@ const SITE = "3f2e1d0c-9b8a-4765-8432-10fedcba9876";
 const SOURCE = "a1b2c3d4-e5f6-4789-8abc-def012345678";
 
 const { values } = parseArgs({
-  options: { only: { type: "string" }, scale: { type: "string" }, dir: { type: "string" } },
+  options: {
+    only: { type: "string" },
+    scale: { type: "string" },
+    dir: { type: "string" },
+    storage: { type: "string" },
+  },
 });
 const scale = Number(values.scale ?? 1);
 const only = new Set((values.only ?? "B1,B2,B3,B4,B8").split(","));
@@ -50,6 +55,14 @@ const verdicts: string[] = [];
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+}
+
+/**
+ * Flushes dirty pages before a measurement, so no peer pays for the writeback of the
+ * data the previous one wrote (on this machine that alone can triple a small-file time).
+ */
+function settle(): void {
+  spawnSync("sync");
 }
 
 /** Runs a command to completion; returns its wall time. */
@@ -109,6 +122,7 @@ async function offsitePush(
   source: string,
   port: number,
 ): Promise<{ seconds: number; wire: number; content: number }> {
+  settle();
   const run = await timed(process.execPath, [
     OFFSITE,
     "push",
@@ -148,6 +162,7 @@ async function rsyncDaemon(dest: string): Promise<RsyncDaemon> {
   return { port, stop: () => child.kill() };
 }
 async function rsyncPush(source: string, port: number): Promise<{ seconds: number; sent: number }> {
+  settle();
   const run = await timed("rsync", [
     "-a",
     "--delete",
@@ -199,6 +214,7 @@ async function b1AndB2(): Promise<void> {
 
     const tarServer = await baselineServer(["tar-serve", "--root", join(work, `b1-tar-${rtt}`)]);
     const tar = await withProxy(tarServer.port, rtt, async (proxy) => {
+      settle();
       const started = performance.now();
       await timed(process.execPath, [PEERS, "tar-send", source, "--port", String(proxy.port)]);
       await tarServer.done;
@@ -215,6 +231,7 @@ async function b1AndB2(): Promise<void> {
       join(certs, "receiver"),
     ]);
     const perFile = await withProxy(perFileServer.port, rtt, async (proxy) => {
+      settle();
       const started = performance.now();
       await timed(process.execPath, [
         PEERS,
@@ -329,6 +346,7 @@ async function b4(): Promise<void> {
       join(work, "b4-raw"),
       ...(tls ? ["--tls", "--certs", join(certs, "receiver")] : []),
     ]);
+    settle();
     const started = performance.now();
     await timed(process.execPath, [
       PEERS,
@@ -370,6 +388,7 @@ async function b8(): Promise<void> {
   log(`B8: making ${count} files`);
   makeManyFiles(source, count);
   // With the flags of the agent image's entrypoint (agent.Dockerfile).
+  settle();
   const probe = await timed(process.execPath, [
     "--max-semi-space-size=2",
     join(ROOT, "bench", "scanProbe.ts"),
@@ -386,6 +405,7 @@ async function b8(): Promise<void> {
   });
   const empty = join(work, "b8-empty");
   mkdirSync(empty, { recursive: true });
+  settle();
   const rsync = await timed("/usr/bin/time", ["-f", "%e %M", "rsync", "-an", `${source}/`, `${empty}/`]);
   const [seconds, kib] = rsync.stderr.trim().split("\n").at(-1)!.split(" ").map(Number);
   rows.push({
@@ -434,7 +454,10 @@ try {
   ].join("\n");
   const markdown =
     `# Benchmark results\n\nMeasured ${date} UTC on ${machine()}; scale ${scale}. Produced by \`npm run bench\`` +
-    ` (bench/runBenchmarks.ts); every peer of a row group ran in the same run, through the same latency relay.\n\n${table}\n\n` +
+    ` (bench/runBenchmarks.ts); every peer of a row group ran in the same run, through the same latency relay, ` +
+    `each after a \`sync\` so that none pays for another's writeback; ` +
+    `workloads and receivers on ${values.storage ?? "the local disk"}. Absolute times drift on this shared machine; ` +
+    `the ratios are the result.\n\n${table}\n\n` +
     `## Against the goals\n\n${verdicts.map((v) => `- ${v}`).join("\n")}\n`;
   writeFileSync(join(ROOT, "bench", "RESULTS.md"), markdown);
   writeFileSync(

@@ -10,6 +10,7 @@ import { decodeMessage, encodeJson, type Message, type MessageOf } from "./messa
 
 const MAX_QUEUED = 64;
 const LINGER_MS = 2000;
+const COALESCE_BYTES = 256 * 1024;
 
 /** The peer reported an error (an Error frame), or the connection ended. */
 export class PeerError extends Error {
@@ -30,6 +31,9 @@ export class FramedConnection {
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
   private aborting: Promise<void> | undefined;
+  private queuedFrames: Buffer[] = [];
+  private queuedBytes = 0;
+  private flushScheduled = false;
   bytesRead = 0;
   bytesWritten = 0;
 
@@ -64,12 +68,37 @@ export class FramedConnection {
     return message as MessageOf<T>;
   }
 
-  /** Writes a frame; resolves at once unless the socket's buffer is full. */
+  /**
+   * Queues a frame; resolves at once unless the socket's buffer is full. Small frames are
+   * coalesced into writes of up to COALESCE_BYTES (one TLS record and one system call for
+   * dozens of small files, instead of one each); what is queued goes out when the buffer
+   * fills or when the event loop next turns, so a caller that awaits a reply never waits
+   * on its own unsent frames.
+   */
   send(frame: Buffer): Promise<void> | undefined {
     // Once the peer has reported an error (or gone), writing on only hides its reason.
     if (this.failure) return Promise.reject(this.failure);
     this.bytesWritten += frame.length;
-    if (this.socket.write(frame)) return undefined;
+    this.queuedFrames.push(frame);
+    this.queuedBytes += frame.length;
+    if (this.queuedBytes >= COALESCE_BYTES) return this.flush();
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.flush()?.catch(() => undefined); // a failure surfaces on the next send or next()
+      });
+    }
+    return undefined;
+  }
+
+  /** Writes what send() queued. */
+  private flush(): Promise<void> | undefined {
+    if (this.queuedBytes === 0 || this.socket.destroyed) return undefined;
+    const bytes = this.queuedFrames.length === 1 ? this.queuedFrames[0]! : Buffer.concat(this.queuedFrames);
+    this.queuedFrames = [];
+    this.queuedBytes = 0;
+    if (this.socket.write(bytes)) return undefined;
     return new Promise((resolve, reject) => {
       const onDrain = () => {
         this.socket.off("close", onClose);
@@ -100,6 +129,7 @@ export class FramedConnection {
     this.socket.on("data", () => undefined);
     this.socket.resume();
     if (!this.socket.destroyed && this.socket.writable) {
+      void this.flush()?.catch(() => undefined);
       const frame = encodeJson(FrameType.Error, {
         code,
         message: message.slice(0, 10_000),
@@ -118,6 +148,7 @@ export class FramedConnection {
   }
 
   close(): Promise<void> {
+    void this.flush()?.catch(() => undefined);
     return new Promise((resolve) => {
       if (this.socket.destroyed) return resolve();
       this.socket.once("close", () => resolve());

@@ -4,7 +4,14 @@
  * turns a Frame into a typed Message or throws a ProtocolError naming the problem.
  */
 import { z } from "zod";
-import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
+import {
+  encodeFrame,
+  type Frame,
+  FrameType,
+  frameTypeName,
+  MAX_FRAME_LENGTH,
+  ProtocolError,
+} from "./frames.ts";
 
 export const PROTOCOL_VERSION = 1;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
@@ -209,13 +216,19 @@ export function encodeJson<T extends JsonType>(type: T, body: JsonBody<T>): Buff
   return encodeFrame(type, Buffer.from(JSON.stringify(body)));
 }
 
+/** A File frame, built in one allocation (the content is copied once: this is the small-file hot path). */
 export function encodeFile(header: FileHeader, content: Uint8Array): Buffer {
-  const json = Buffer.from(JSON.stringify(header));
-  const payload = Buffer.allocUnsafe(4 + json.length + content.length);
-  payload.writeUInt32BE(json.length, 0);
-  json.copy(payload, 4);
-  payload.set(content, 4 + json.length);
-  return encodeFrame(FrameType.File, payload);
+  const json = JSON.stringify(header);
+  const jsonLength = Buffer.byteLength(json);
+  const frame = Buffer.allocUnsafe(5 + 4 + jsonLength + content.length);
+  frame.writeUInt32BE(1 + 4 + jsonLength + content.length, 0);
+  frame[4] = FrameType.File;
+  frame.writeUInt32BE(jsonLength, 5);
+  frame.write(json, 9, "utf8");
+  frame.set(content, 9 + jsonLength);
+  if (frame.length - 4 > MAX_FRAME_LENGTH)
+    throw new RangeError(`File frame for ${header.path} exceeds the frame limit`);
+  return frame;
 }
 
 export function encodeData(bytes: Uint8Array): Buffer {

@@ -97,6 +97,14 @@ async function handleSession(
       );
     }
     const layout = new SourceLayout(options.root, hello.site, hello.source);
+    emit({
+      event: "session",
+      session,
+      role: hello.role,
+      site: layout.site,
+      source: layout.source,
+      peer: socket.remoteAddress,
+    });
     const current = layout.current();
 
     if (hello.role === "push") {

@@ -103,6 +103,7 @@ describe("kill tests: SIGKILL at random points, then resume", () => {
         }
         let expectResume = false;
         for (let attempt = 0; ; attempt++) {
+          const eventsBefore = receiver.events.length;
           const push = startOffsite([
             "push",
             source,
@@ -138,6 +139,22 @@ describe("kill tests: SIGKILL at random points, then resume", () => {
           }
           if (victim === "receiver" && victimProcess.exitCode === null && victimProcess.signalCode === null) {
             await new Promise((resolve) => victimProcess.once("exit", resolve));
+          }
+          if (victim === "pusher") {
+            // The receiver goes on with the frames it had buffered; measure once it has
+            // noticed the pusher is gone and ended the session.
+            const receiverNow = receiver;
+            const settled = () => {
+              const events = receiverNow.events.slice(eventsBefore);
+              const ended = new Set(
+                events.filter((e) => e.event === "failed" || e.event === "committed").map((e) => e.session),
+              );
+              return events.filter((e) => e.event === "session").every((e) => ended.has(e.session));
+            };
+            for (let waited = 0; !settled() && waited < 15_000; waited += 50) {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+            assert.ok(settled(), "the receiver never ended the session of a killed pusher");
           }
           // A kill that landed after the commit interrupted nothing.
           if (finished.code !== 0) kills[victim]++;

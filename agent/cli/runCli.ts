@@ -157,15 +157,19 @@ async function main(argv: string[]): Promise<number> {
       const source = positionals[0];
       if (!source || !values.to) throw new UsageError(`${role} needs SRC and --to HOST:PORT|DIR`);
       const target = await resolveTarget(values.to, values, sourceGuidFor(source));
+      // What push and compare share: the source, where it goes, and what it selects.
+      const job = {
+        source: resolve(source),
+        endpoint: target.endpoint,
+        site: target.site,
+        sourceId: target.source,
+        filters,
+        checksum: values.checksum ?? false,
+      };
       try {
         if (role === "push") {
           const report = await pushJob({
-            source: resolve(source),
-            endpoint: target.endpoint,
-            site: target.site,
-            sourceId: target.source,
-            filters,
-            checksum: values.checksum ?? false,
+            ...job,
             onProgress: (p) => output.progress(p.filesDone, p.filesTotal, p.bytesDone, p.bytesTotal),
           });
           output.result(
@@ -178,12 +182,7 @@ async function main(argv: string[]): Promise<number> {
           return 0;
         }
         const report = await compareJob({
-          source: resolve(source),
-          endpoint: target.endpoint,
-          site: target.site,
-          sourceId: target.source,
-          filters,
-          checksum: values.checksum ?? false,
+          ...job,
           ...(values.version ? { version: values.version } : {}),
         });
         const lines = (["added", "changed", "missing", "extra"] as const).flatMap((kind) =>

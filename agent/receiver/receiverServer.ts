@@ -108,13 +108,14 @@ async function handleSession(
     const current = layout.current();
 
     if (hello.role === "push") {
-      lockKey = layout.dir;
-      if (busy.has(lockKey)) {
+      if (busy.has(layout.dir)) {
         throw new ProtocolError(
           "busy",
           `a job for source ${hello.source} is already running; retry when it ends`,
         );
       }
+      // Only the session that took the lock releases it (in finally).
+      lockKey = layout.dir;
       busy.add(lockKey);
       staging = new StagingArea(layout, current);
       const resumed = staging.open();

@@ -255,6 +255,25 @@ describe("a receiver facing hostile peers", () => {
     assert.deepEqual(readdirSync(join(root, SITE)), [SOURCE]);
   });
 
+  it("runs one push per source at a time; a refused second push does not free the first one's lock", async () => {
+    const first = await connectAs(receiver.port, good);
+    first.on("error", () => undefined);
+    first.resume();
+    first.write(hello());
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the first session holds the lock
+    for (let i = 0; i < 2; i++) {
+      const { error } = await exchange(await connectAs(receiver.port, good), hello());
+      assert.equal(error?.code, "busy", `attempt ${i + 1}`);
+      assert.match(error.message, /already running; retry when it ends/);
+    }
+    first.end();
+    await once(first, "close");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const { error } = await exchange(await connectAs(receiver.port, good), hello(), fileFrame("../x", "x"));
+    assert.equal(error?.code, "bad-path", "the lock is free once the first session ended");
+    stillIntact();
+  });
+
   it("refuses a client that speaks only an unknown protocol version", async () => {
     const socket = await connectAs(receiver.port, good);
     const future = encodeJson(FrameType.Hello, {

@@ -6,7 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readSync } from "node:fs";
-import { MAX_CHUNK, nextCut } from "./fastCdc.ts";
+import { MAX_CHUNK } from "./fastCdc.ts";
+import { WasmChunker } from "./wasmChunker.ts";
 
 export interface Chunk {
   offset: number;
@@ -24,7 +25,9 @@ const BUFFER_SIZE = 16 * MAX_CHUNK;
 export function* chunksOf(path: string): Generator<{ chunk: Chunk; bytes: Buffer }> {
   const fd = openSync(path, "r");
   try {
-    const buffer = Buffer.allocUnsafe(BUFFER_SIZE);
+    // The file is read straight into the chunker's WebAssembly memory.
+    const chunker = new WasmChunker(BUFFER_SIZE);
+    const buffer = chunker.buffer;
     let filled = 0;
     let consumed = 0;
     let fileOffset = 0;
@@ -46,7 +49,7 @@ export function* chunksOf(path: string): Generator<{ chunk: Chunk; bytes: Buffer
       }
       const available = filled - consumed;
       if (available === 0) return;
-      const length = nextCut(buffer, consumed, available);
+      const length = chunker.nextCut(consumed, available);
       const bytes = buffer.subarray(consumed, consumed + length);
       yield {
         chunk: { offset: fileOffset, length, hash: createHash("sha256").update(bytes).digest("hex") },

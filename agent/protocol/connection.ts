@@ -5,7 +5,7 @@
  * to the peer as an Error frame before the socket closes.
  */
 import type { Duplex } from "node:stream";
-import { FrameDecoder, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
+import { FrameDecoder, FrameType, frameTypeName, MAX_FRAME_LENGTH, ProtocolError } from "./frames.ts";
 import { decodeMessage, encodeJson, type Message, type MessageOf } from "./messages.ts";
 
 const MAX_QUEUED = 64;
@@ -31,8 +31,9 @@ export class FramedConnection {
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
   private aborting: Promise<void> | undefined;
-  private queuedFrames: Buffer[] = [];
-  private queuedBytes = 0;
+  /** Outgoing frames are copied into this buffer and written when it fills (or the loop turns). */
+  private out = Buffer.allocUnsafe(COALESCE_BYTES);
+  private outUsed = 0;
   private flushScheduled = false;
   bytesRead = 0;
   bytesWritten = 0;
@@ -43,6 +44,11 @@ export class FramedConnection {
     socket.on("error", (error) => this.fail(error));
     socket.on("close", () => this.fail(new PeerError("connection-closed", "the peer closed the connection")));
     socket.on("end", () => this.fail(new PeerError("connection-closed", "the peer closed the connection")));
+  }
+
+  /** Whether next() would resolve at once with an already decoded message. */
+  get hasQueued(): boolean {
+    return this.queue.length > 0;
   }
 
   /** The next message; rejects with PeerError, ProtocolError or the socket's error. */
@@ -69,19 +75,54 @@ export class FramedConnection {
   }
 
   /**
-   * Queues a frame; resolves at once unless the socket's buffer is full. Small frames are
-   * coalesced into writes of up to COALESCE_BYTES (one TLS record and one system call for
-   * dozens of small files, instead of one each); what is queued goes out when the buffer
-   * fills or when the event loop next turns, so a caller that awaits a reply never waits
-   * on its own unsent frames.
+   * Queues an encoded frame; resolves at once unless the socket's buffer is full. Frames
+   * are copied into one outgoing buffer and written COALESCE_BYTES at a time (one TLS
+   * record and one system call for dozens of small files, instead of one each); what is
+   * queued goes out when the buffer fills or when the event loop next turns, so a caller
+   * that awaits a reply never waits on its own unsent frames.
    */
   send(frame: Buffer): Promise<void> | undefined {
+    return this.append(frame.length, undefined, [frame]);
+  }
+
+  /**
+   * Queues a frame of `type` whose payload is `parts` one after the other, copied once,
+   * straight into the outgoing buffer: the hot path for file content, which then needs no
+   * frame of its own.
+   */
+  sendParts(type: FrameType, parts: Uint8Array[]): Promise<void> | undefined {
+    let payload = 0;
+    for (const part of parts) payload += part.length;
+    if (payload + 1 > MAX_FRAME_LENGTH) {
+      throw new RangeError(`a ${frameTypeName(type)} frame of ${payload} bytes exceeds the frame limit`);
+    }
+    return this.append(5 + payload, type, parts);
+  }
+
+  private append(
+    length: number,
+    type: FrameType | undefined,
+    parts: Uint8Array[],
+  ): Promise<void> | undefined {
     // Once the peer has reported an error (or gone), writing on only hides its reason.
     if (this.failure) return Promise.reject(this.failure);
-    this.bytesWritten += frame.length;
-    this.queuedFrames.push(frame);
-    this.queuedBytes += frame.length;
-    if (this.queuedBytes >= COALESCE_BYTES) return this.flush();
+    this.bytesWritten += length;
+    let drained: Promise<void> | undefined;
+    if (this.outUsed + length > this.out.length) drained = this.flush();
+    // A frame larger than the whole buffer (a big Entries or ChunkList) gets one of its own.
+    const target = length > this.out.length ? Buffer.allocUnsafe(length) : this.out;
+    let at = target === this.out ? this.outUsed : 0;
+    if (type !== undefined) {
+      target.writeUInt32BE(length - 4, at);
+      target[at + 4] = type;
+      at += 5;
+    }
+    for (const part of parts) {
+      target.set(part, at);
+      at += part.length;
+    }
+    if (target !== this.out) return this.write(target) ?? drained;
+    this.outUsed = at;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {
@@ -89,15 +130,21 @@ export class FramedConnection {
         this.flush()?.catch(() => undefined); // a failure surfaces on the next send or next()
       });
     }
-    return undefined;
+    return drained;
   }
 
   /** Writes what send() queued. */
   private flush(): Promise<void> | undefined {
-    if (this.queuedBytes === 0 || this.socket.destroyed) return undefined;
-    const bytes = this.queuedFrames.length === 1 ? this.queuedFrames[0]! : Buffer.concat(this.queuedFrames);
-    this.queuedFrames = [];
-    this.queuedBytes = 0;
+    if (this.outUsed === 0) return undefined;
+    const bytes = this.out.subarray(0, this.outUsed);
+    // The socket owns the written bytes until they are sent: the next frames go to a new buffer.
+    this.out = Buffer.allocUnsafe(COALESCE_BYTES);
+    this.outUsed = 0;
+    return this.write(bytes);
+  }
+
+  private write(bytes: Buffer): Promise<void> | undefined {
+    if (this.socket.destroyed) return undefined;
     if (this.socket.write(bytes)) return undefined;
     return new Promise((resolve, reject) => {
       const onDrain = () => {

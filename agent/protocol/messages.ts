@@ -4,14 +4,7 @@
  * turns a Frame into a typed Message or throws a ProtocolError naming the problem.
  */
 import { z } from "zod";
-import {
-  encodeFrame,
-  type Frame,
-  FrameType,
-  frameTypeName,
-  MAX_FRAME_LENGTH,
-  ProtocolError,
-} from "./frames.ts";
+import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
 
 export const PROTOCOL_VERSION = 1;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
@@ -216,19 +209,23 @@ export function encodeJson<T extends JsonType>(type: T, body: JsonBody<T>): Buff
   return encodeFrame(type, Buffer.from(JSON.stringify(body)));
 }
 
-/** A File frame, built in one allocation (the content is copied once: this is the small-file hot path). */
-export function encodeFile(header: FileHeader, content: Uint8Array): Buffer {
+/**
+ * A File frame's payload as parts — the header's length and JSON, then the content — for
+ * FramedConnection.sendParts, which copies the content once, straight into its outgoing
+ * buffer (the small-file hot path).
+ */
+export function filePayload(header: FileHeader, content: Uint8Array): Uint8Array[] {
   const json = JSON.stringify(header);
   const jsonLength = Buffer.byteLength(json);
-  const frame = Buffer.allocUnsafe(5 + 4 + jsonLength + content.length);
-  frame.writeUInt32BE(1 + 4 + jsonLength + content.length, 0);
-  frame[4] = FrameType.File;
-  frame.writeUInt32BE(jsonLength, 5);
-  frame.write(json, 9, "utf8");
-  frame.set(content, 9 + jsonLength);
-  if (frame.length - 4 > MAX_FRAME_LENGTH)
-    throw new RangeError(`File frame for ${header.path} exceeds the frame limit`);
-  return frame;
+  const head = Buffer.allocUnsafe(4 + jsonLength);
+  head.writeUInt32BE(jsonLength, 0);
+  head.write(json, 4, "utf8");
+  return [head, content];
+}
+
+/** A File frame as one buffer (tests and tools; the agent sends filePayload's parts). */
+export function encodeFile(header: FileHeader, content: Uint8Array): Buffer {
+  return encodeFrame(FrameType.File, Buffer.concat(filePayload(header, content)));
 }
 
 export function encodeData(bytes: Uint8Array): Buffer {

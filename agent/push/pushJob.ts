@@ -6,14 +6,19 @@
  * read; a changed large file sends only chunks its previous version lacks.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import { encodeJson, type FileEntry, INLINE_MAX } from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
 import { scanTree } from "../source/scanTree.ts";
-import { chunkOffsets, sendLargeFile, sendSmallFile } from "../transfer/sendTree.ts";
+import {
+  chunkOffsets,
+  readSmallFile,
+  sendLargeFile,
+  sendSmallFile,
+  smallFileScratch,
+} from "../transfer/sendTree.ts";
 
 export interface PushOptions {
   source: string;
@@ -88,6 +93,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     }
 
     let lastReport = 0;
+    const scratch = smallFileScratch();
     for (const entry of scan.entries) {
       const known = entries.get(entry.path);
       if (entry.type === "dir") {
@@ -112,10 +118,14 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         known.size === entry.size &&
         known.mtime === entry.mtime &&
         known.mode === entry.mode;
+      // A small file is read whole; one that grew past INLINE_MAX since the scan goes as a large one.
+      const content =
+        (sameStat && !options.checksum) || entry.size > INLINE_MAX
+          ? undefined
+          : readSmallFile(absolute, scratch);
       if (sameStat && !options.checksum) {
         report.files.unchanged++;
-      } else if (entry.size <= INLINE_MAX) {
-        const content = readFileSync(absolute);
+      } else if (content && content.length <= INLINE_MAX) {
         const sha256 = createHash("sha256").update(content).digest("hex");
         const header = {
           path: entry.path,

@@ -39,6 +39,8 @@ export function commitVersion(
   now = new Date(),
 ): CommitResult {
   const { layout } = staging;
+  // Everything accepted is journaled before the commit starts: a crash inside it resumes.
+  staging.flush();
   const entries = [...staging.effectiveEntries()].sort((a, b) => comparePaths(a.path, b.path));
   const byPath = new Map(entries.map((entry) => [entry.path, entry]));
   for (const entry of entries) {

@@ -4,17 +4,16 @@
  * File frame; larger ones as Begin, one Data or Copy frame per content-defined chunk, End.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { chunksOf } from "../chunking/fileChunks.ts";
 import type { FramedConnection } from "../protocol/connection.ts";
 import { FrameType } from "../protocol/frames.ts";
 import {
   encodeCopy,
-  encodeData,
-  encodeFile,
   encodeJson,
   type FileHeader,
+  filePayload,
   INLINE_MAX,
   type ManifestEntry,
 } from "../protocol/messages.ts";
@@ -39,13 +38,40 @@ export interface SentFile {
   chunks: [number, string][];
 }
 
-/** Sends a small file already read into memory. */
+/** Sends a small file already read into memory (it may be reused once this returns). */
 export async function sendSmallFile(
   connection: FramedConnection,
   header: FileHeader,
   content: Buffer,
 ): Promise<void> {
-  await connection.send(encodeFile(header, content));
+  await connection.sendParts(FrameType.File, filePayload(header, content));
+}
+
+/**
+ * Reads a small file whole into `scratch` (at least INLINE_MAX + 1 bytes, reused from file
+ * to file so the many small files of a tree allocate nothing) and returns the bytes read.
+ * Reading stops one byte past INLINE_MAX: a file that grew beyond it since the scan is
+ * then seen as large by the caller.
+ */
+export function readSmallFile(path: string, scratch: Buffer): Buffer {
+  const fd = openSync(path, "r");
+  try {
+    let filled = 0;
+    for (;;) {
+      const read = readSync(fd, scratch, filled, scratch.length - filled, null);
+      if (read === 0) break;
+      filled += read;
+      if (filled === scratch.length) break;
+    }
+    return scratch.subarray(0, filled);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A buffer for readSmallFile. */
+export function smallFileScratch(): Buffer {
+  return Buffer.allocUnsafe(INLINE_MAX + 1);
 }
 
 export async function sendLargeFile(connection: FramedConnection, file: LargeFileSend): Promise<SentFile> {
@@ -74,7 +100,7 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
       await connection.send(encodeCopy(copyFrom, chunk.length, chunk.hash));
     } else {
       dataBytes += chunk.length;
-      await connection.send(encodeData(bytes));
+      await connection.sendParts(FrameType.Data, [bytes]);
     }
   }
   if (!begun) await sendBegin(connection, file, chunks.length);
@@ -122,6 +148,7 @@ export async function sendTree(
 ): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
+  const scratch = smallFileScratch();
   for (const entry of entries) {
     if (entry.type === "dir") {
       await connection.send(
@@ -137,7 +164,10 @@ export async function sendTree(
       const file = join(tree, entry.path);
       if (entry.size <= INLINE_MAX) {
         const { path, size, mtime, mode, sha256 } = entry;
-        await sendSmallFile(connection, { path, size, mtime, mode, sha256 }, readFileSync(file));
+        const content = readSmallFile(file, scratch);
+        // Stored files never change; a size that differs means the store is damaged.
+        if (content.length !== size) throw new Error(`${file} is not ${size} bytes as its manifest says`);
+        await sendSmallFile(connection, { path, size, mtime, mode, sha256 }, content);
       } else {
         await sendLargeFile(connection, { path: entry.path, mtime: entry.mtime, mode: entry.mode, file });
       }

@@ -58,6 +58,8 @@ interface PartialFile {
   size: number;
   chunks: [number, string][];
   baseFd: number | undefined;
+  /** The base file's bytes read ahead for Copy frames, which mostly come in file order. */
+  baseWindow: { offset: number; bytes: Buffer } | undefined;
   /** Chunks received but not yet written, with their chunks.log lines. */
   group: Buffer[];
   groupBytes: number;
@@ -265,6 +267,7 @@ export class StagingArea {
       size,
       chunks,
       baseFd: undefined,
+      baseWindow: undefined,
       group: [],
       groupBytes: 0,
       groupLog: "",
@@ -286,10 +289,9 @@ export class StagingArea {
       }
       partial.baseFd = openSync(join(this.layout.treeOf(this.base!), partial.base), "r");
     }
-    const bytes = Buffer.allocUnsafe(length);
-    const read = readSync(partial.baseFd, bytes, 0, length, offset);
-    const actual = createHash("sha256").update(bytes.subarray(0, read)).digest("hex");
-    if (read !== length || actual !== sha256) {
+    const bytes = readBaseRange(partial, offset, length);
+    const actual = createHash("sha256").update(bytes).digest("hex");
+    if (bytes.length !== length || actual !== sha256) {
       throw new ProtocolError(
         "copy-mismatch",
         `${partial.path}: the base's bytes at ${offset}+${length} differ`,
@@ -520,6 +522,30 @@ function lstatOrUndefined(path: string) {
   } catch {
     return undefined;
   }
+}
+
+const BASE_WINDOW_BYTES = 1024 * 1024;
+
+/**
+ * Bytes [offset, offset+length) of the partial file's base (fewer at its end), from the
+ * read-ahead window: one read per MiB instead of one per chunk. A window is never reused
+ * for other bytes, so chunks sliced from it stay valid while they wait to be written.
+ */
+function readBaseRange(partial: PartialFile, offset: number, length: number): Buffer {
+  const window = partial.baseWindow;
+  if (!window || offset < window.offset || offset + length > window.offset + window.bytes.length) {
+    const bytes = Buffer.allocUnsafe(Math.max(length, BASE_WINDOW_BYTES));
+    let filled = 0;
+    for (;;) {
+      const read = readSync(partial.baseFd!, bytes, filled, bytes.length - filled, offset + filled);
+      if (read === 0) break;
+      filled += read;
+      if (filled === bytes.length) break;
+    }
+    partial.baseWindow = { offset, bytes: bytes.subarray(0, filled) };
+  }
+  const { offset: start, bytes } = partial.baseWindow!;
+  return bytes.subarray(offset - start, Math.min(offset - start + length, bytes.length));
 }
 
 /** Writes all `total` bytes of `buffers` at `position`, however many calls that takes. */

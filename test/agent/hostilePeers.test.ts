@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -286,6 +286,40 @@ describe("a receiver facing hostile peers", () => {
     const { error } = await exchange(socket, future);
     assert.equal(error?.code, "unsupported-version");
     stillIntact();
+  });
+
+  // Last: it commits a second version, which the checks above would not expect.
+  it("writes a File over a name the job linked to a stored file as a new file, never into the stored one", async () => {
+    const stored = join(root, SITE, SOURCE, "versions", firstVersion, "tree", "keep.txt");
+    const keep = Buffer.from("precious");
+    const socket = await connectAs(receiver.port, good);
+    const { messages, error } = await exchange(
+      socket,
+      hello(),
+      // What the sessions above left staged (this push resumes them), as a pusher would.
+      encodeJson(FrameType.Delete, { path: "link/planted.txt" }),
+      encodeJson(FrameType.Delete, { path: "link" }),
+      // keep.txt's content under a new name: a hard link to the stored file...
+      encodeJson(FrameType.Link, {
+        path: "copy.txt",
+        from: "keep.txt",
+        mtime: 0,
+        mode: 0o644,
+        sha256: sha256Hex(keep),
+      }),
+      // ...then other content for that name, as a peer may send (or a resumed job may).
+      fileFrame("copy.txt", "overwritten"),
+      encodeJson(FrameType.Commit, { files: 2, bytes: 19, filtered: {} }),
+    );
+    assert.equal(error, undefined, error?.message);
+    const committed = messages.find((m) => m.type === FrameType.Committed);
+    assert.ok(committed, "the job committed");
+    assert.equal(readFileSync(stored, "utf8"), "precious", "the stored version's file is untouched");
+    const tree = join(root, SITE, SOURCE, "versions", committed.version, "tree");
+    assert.equal(readFileSync(join(tree, "copy.txt"), "utf8"), "overwritten");
+    assert.equal(readFileSync(join(tree, "keep.txt"), "utf8"), "precious");
+    assert.equal(statSync(join(tree, "keep.txt")).ino, statSync(stored).ino, "unchanged data stays shared");
+    assert.notEqual(statSync(join(tree, "copy.txt")).ino, statSync(stored).ino);
   });
 });
 

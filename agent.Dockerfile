@@ -3,7 +3,7 @@
 # `docker build -f agent.Dockerfile .` from the repository root. Same shape as the
 # operator's: distroless Node 24 running the TypeScript sources, non-root, read-only
 # root filesystem. The receiver writes only to its data volume and /tmp (an emptyDir).
-# The entrypoint is the `offsite` CLI (agent/main.ts): the operator runs it as
+# The entrypoint is the `offsite` CLI (agent/main.mjs): the operator runs it as
 # `receive` in OffsiteServer pods and as `push` / `replicate` in sidecars.
 
 FROM node:24.21.0-bookworm-slim AS dependencies
@@ -22,4 +22,4 @@ ENV NODE_ENV=production
 EXPOSE 5722
 # A small young generation keeps a scan's garbage from inflating RSS: a 600,000-file scan
 # peaks at ~200 MiB instead of ~290 MiB (bench B8).
-ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=2", "agent/main.ts"]
+ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=2", "agent/main.mjs"]

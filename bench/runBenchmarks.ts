@@ -24,7 +24,7 @@ import { startReceiverProcess, type ReceiverProcess } from "../test/agent/agentP
 import { freePort } from "../test/cluster/controlPlane.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
-const OFFSITE = join(ROOT, "agent", "main.ts");
+const OFFSITE = join(ROOT, "agent", "main.mjs");
 const PEERS = join(ROOT, "bench", "baselinePeers.ts");
 const SITE = "3f2e1d0c-9b8a-4765-8432-10fedcba9876";
 const SOURCE = "a1b2c3d4-e5f6-4789-8abc-def012345678";

@@ -10,7 +10,7 @@ const ROOT = join(import.meta.dirname, "..");
 
 for (const [dockerfilePath, entry] of [
   ["operator/Dockerfile", "operator/main.ts"],
-  ["agent.Dockerfile", "agent/main.ts"],
+  ["agent.Dockerfile", "agent/main.mjs"],
 ] as const) {
   it(`${dockerfilePath} copies files that exist, starts ${entry} with all it imports, and runs as non-root`, () => {
     const dockerfile = readFileSync(join(ROOT, dockerfilePath), "utf8");

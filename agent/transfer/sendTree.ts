@@ -56,13 +56,8 @@ export async function sendSmallFile(
 export function readSmallFile(path: string, scratch: Buffer): Buffer {
   const fd = openSync(path, "r");
   try {
-    let filled = 0;
-    for (;;) {
-      const read = readSync(fd, scratch, filled, scratch.length - filled, null);
-      if (read === 0) break;
-      filled += read;
-      if (filled === scratch.length) break;
-    }
+    // One read: a short read of a regular file is its end, so no second call to learn that.
+    const filled = readSync(fd, scratch, 0, scratch.length, null);
     return scratch.subarray(0, filled);
   } finally {
     closeSync(fd);

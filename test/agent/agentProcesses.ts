@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { join, resolve } from "node:path";
 
-const MAIN = resolve(import.meta.dirname, "../../agent/main.ts");
+const MAIN = resolve(import.meta.dirname, "../../agent/main.mjs");
 
 export interface Finished {
   code: number | null;

@@ -16,13 +16,22 @@ export interface Chunk {
   hash: string;
 }
 
+/** A chunk as cut, with its bytes: callers hash it only when they need to. */
+export interface CutChunk {
+  offset: number;
+  /** Valid only until the next chunk is requested (the buffer is reused). */
+  bytes: Buffer;
+}
+
 const BUFFER_SIZE = 16 * MAX_CHUNK;
 
 /**
  * Yields every chunk of the file in order with its bytes; the bytes are valid only until
- * the next chunk is requested (the buffer is reused), so copy or send them at once.
+ * the next chunk is requested (the buffer is reused), so copy or send them at once. No
+ * hashing here: a new file's chunks go out as they are, and hashing them would be a
+ * second pass over every byte (the receiver hashes what it receives anyway).
  */
-export function* chunksOf(path: string): Generator<{ chunk: Chunk; bytes: Buffer }> {
+export function* chunksOf(path: string): Generator<CutChunk> {
   const fd = openSync(path, "r");
   try {
     // The file is read straight into the chunker's WebAssembly memory.
@@ -50,11 +59,7 @@ export function* chunksOf(path: string): Generator<{ chunk: Chunk; bytes: Buffer
       const available = filled - consumed;
       if (available === 0) return;
       const length = chunker.nextCut(consumed, available);
-      const bytes = buffer.subarray(consumed, consumed + length);
-      yield {
-        chunk: { offset: fileOffset, length, hash: createHash("sha256").update(bytes).digest("hex") },
-        bytes,
-      };
+      yield { offset: fileOffset, bytes: buffer.subarray(consumed, consumed + length) };
       consumed += length;
       fileOffset += length;
     }
@@ -70,10 +75,10 @@ export function chunkFile(
 ): { sha256: string; size: number } {
   const whole = createHash("sha256");
   let size = 0;
-  for (const { chunk, bytes } of chunksOf(path)) {
+  for (const { offset, bytes } of chunksOf(path)) {
     whole.update(bytes);
-    size += chunk.length;
-    onChunk(chunk, bytes);
+    size += bytes.length;
+    onChunk({ offset, length: bytes.length, hash: createHash("sha256").update(bytes).digest("hex") }, bytes);
   }
   return { sha256: whole.digest("hex"), size };
 }

@@ -4,10 +4,9 @@
  * equal unless `checksum` is set; the others are hashed locally and compared by SHA-256.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
-import { chunkFile } from "../chunking/fileChunks.ts";
 import { INLINE_MAX } from "../protocol/messages.ts";
 import { excludedPath, type FilterOptions } from "../source/filters.ts";
 import { scanTree } from "../source/scanTree.ts";
@@ -84,7 +83,18 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
   return report;
 }
 
+/** A file's SHA-256, read in 1 MiB blocks (no chunking: compare needs only the whole). */
 function hashFile(path: string, size: number): string {
   if (size <= INLINE_MAX) return createHash("sha256").update(readFileSync(path)).digest("hex");
-  return chunkFile(path, () => undefined).sha256;
+  const hash = createHash("sha256");
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  const fd = openSync(path, "r");
+  try {
+    for (let read = readSync(fd, buffer); read > 0; read = readSync(fd, buffer)) {
+      hash.update(buffer.subarray(0, read));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
 }

@@ -11,6 +11,7 @@ import { decodeMessage, encodeJson, type Message, type MessageOf } from "./messa
 const MAX_QUEUED = 64;
 const LINGER_MS = 2000;
 const COALESCE_BYTES = 256 * 1024;
+const SPARE_BUFFERS = 8;
 
 /** The peer reported an error (an Error frame), or the connection ended. */
 export class PeerError extends Error {
@@ -32,8 +33,13 @@ export class FramedConnection {
   private failure: Error | undefined;
   private aborting: Promise<void> | undefined;
   /** Outgoing frames are copied into this buffer and written when it fills (or the loop turns). */
-  private out = Buffer.allocUnsafe(COALESCE_BYTES);
+  private out: Buffer = Buffer.allocUnsafe(COALESCE_BYTES);
   private outUsed = 0;
+  /**
+   * Outgoing buffers the socket is done with, for reuse: a fresh 256 KiB buffer for every
+   * write costs a page fault per 4 KiB, a third of the cost of sending a large file.
+   */
+  private readonly spareBuffers: Buffer[] = [];
   private flushScheduled = false;
   bytesRead = 0;
   bytesWritten = 0;
@@ -136,16 +142,20 @@ export class FramedConnection {
   /** Writes what send() queued. */
   private flush(): Promise<void> | undefined {
     if (this.outUsed === 0) return undefined;
-    const bytes = this.out.subarray(0, this.outUsed);
-    // The socket owns the written bytes until they are sent: the next frames go to a new buffer.
-    this.out = Buffer.allocUnsafe(COALESCE_BYTES);
+    const written = this.out;
+    const bytes = written.subarray(0, this.outUsed);
+    // The socket owns the written bytes until its callback says it is done with them; the
+    // next frames go to another buffer meanwhile.
+    this.out = this.spareBuffers.pop() ?? Buffer.allocUnsafe(COALESCE_BYTES);
     this.outUsed = 0;
-    return this.write(bytes);
+    return this.write(bytes, (error) => {
+      if (!error && this.spareBuffers.length < SPARE_BUFFERS) this.spareBuffers.push(written);
+    });
   }
 
-  private write(bytes: Buffer): Promise<void> | undefined {
+  private write(bytes: Buffer, done?: (error?: Error | null) => void): Promise<void> | undefined {
     if (this.socket.destroyed) return undefined;
-    if (this.socket.write(bytes)) return undefined;
+    if (this.socket.write(bytes, done)) return undefined;
     return new Promise((resolve, reject) => {
       const onDrain = () => {
         this.socket.off("close", onClose);

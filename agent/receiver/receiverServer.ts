@@ -224,8 +224,8 @@ async function sendEntries(
 
 async function receivePush(connection: FramedConnection, staging: StagingArea, retention: RetentionPolicy) {
   for (;;) {
-    // About to wait for the peer: write what is grouped in memory first.
-    if (!connection.hasQueued) staging.flush();
+    // About to wait for the peer: journal what is finished first.
+    if (!connection.hasQueued) staging.flushJournal();
     const message = await connection.next();
     switch (message.type) {
       case FrameType.File:

@@ -25,7 +25,6 @@ import {
   writevSync,
 } from "node:fs";
 import { join } from "node:path";
-import { MAX_CHUNK } from "../chunking/fastCdc.ts";
 import { ProtocolError } from "../protocol/frames.ts";
 import type { FileEntry, FileHeader, ManifestEntry } from "../protocol/messages.ts";
 import { checkRelativePath, parentsOf } from "../protocol/paths.ts";
@@ -36,12 +35,13 @@ import { readManifest } from "./manifestFile.ts";
 export const STORED_FILE_MODE = 0o444;
 
 /**
- * A large file's chunks are written in groups of at most this many bytes, one writev and
- * then one chunks.log write per group: 8 KiB writes run five times slower here than 64 KiB
- * ones. A receiver killed between the two writes wastes at most one group — no more than
- * one maximum-size chunk, the bound PROTOCOL.md promises.
+ * A large file's chunks are written in groups of up to this many bytes: their chunks.log
+ * lines first, then the data in one writev (8 KiB writes run five times slower here than
+ * large ones). The order costs nothing in safety: resume trusts a logged chunk only if its
+ * bytes are on disk and hash right, so a crash anywhere in a group wastes at most the one
+ * chunk being written — the bound PROTOCOL.md promises.
  */
-const CHUNK_GROUP_BYTES = MAX_CHUNK;
+const CHUNK_GROUP_BYTES = 1024 * 1024;
 /** Journal lines are written in groups of at most this many (and whenever the session waits). */
 const JOURNAL_GROUP = 32;
 
@@ -138,11 +138,20 @@ export class StagingArea {
 
   /**
    * Writes what was accepted but is still grouped in memory: the large file's pending
-   * chunks (data, then their log lines) and the pending journal lines. The session calls
-   * this whenever it is about to wait for the peer, so an idle receiver holds nothing back.
+   * chunks and the pending journal lines (at commit, and when the session ends).
    */
   flush(): void {
     if (this.partial) this.writeChunkGroup(this.partial);
+    this.flushJournal();
+  }
+
+  /**
+   * Writes the pending journal lines. The session calls this whenever it is about to wait
+   * for the peer, so finished files are resumable as soon as the receiver has nothing else
+   * to do. A large file's chunk group is not written then: a TLS record brings only two
+   * chunks, and writing each pair on its own is what the group exists to avoid.
+   */
+  flushJournal(): void {
     if (this.journalPending.length > 0 && this.journalFd !== undefined) {
       writeSync(this.journalFd, this.journalPending.join(""));
       this.journalPending = [];
@@ -231,17 +240,26 @@ export class StagingArea {
     if (base !== undefined) checkRelativePath(base);
     if (this.partial) throw new ProtocolError("unexpected-frame", "Begin inside another file");
     const stateFile = join(this.partialDir, "begin.json");
-    let chunks: [number, string][] = [];
+    const chunks: [number, string][] = [];
     if (resumeAt !== undefined) {
       const state = existsSync(stateFile)
         ? (JSON.parse(readFileSync(stateFile, "utf8")) as { path: string })
         : undefined;
-      chunks = state?.path === path ? this.verifiedPartialChunks() : [];
-      const durable = chunks.reduce((sum, [length]) => sum + length, 0);
+      const staged = state?.path === path ? this.verifiedPartialChunks() : [];
+      // The client may resume short of everything staged (its file changed after the
+      // first chunks): keep the staged chunks up to resumeAt, which must fall between two.
+      let durable = 0;
+      for (const chunk of staged) {
+        if (durable + chunk[0] > resumeAt) break;
+        chunks.push(chunk);
+        durable += chunk[0];
+      }
       if (durable !== resumeAt) {
+        const total = staged.reduce((sum, [length]) => sum + length, 0);
         throw new ProtocolError(
           "resume-mismatch",
-          `${path}: cannot resume at byte ${resumeAt}; ${durable} bytes are staged. Start the file again without resumeAt`,
+          `${path}: cannot resume at byte ${resumeAt}; ${total} bytes are staged, and no staged chunk ends there. ` +
+            `Start the file again without resumeAt`,
         );
       }
     } else {
@@ -255,7 +273,10 @@ export class StagingArea {
     ftruncateSync(fd, size);
     const hash = createHash("sha256");
     if (size > 0) hashRange(fd, 0, size, hash);
-    const logFd = openSync(join(this.partialDir, "chunks.log"), resumeAt !== undefined ? "a" : "w");
+    // The log restarts as exactly the verified chunks: lines for chunks whose bytes never
+    // arrived must not stand before the ones this session appends.
+    const logFd = openSync(join(this.partialDir, "chunks.log"), "w");
+    if (chunks.length > 0) writeSync(logFd, chunks.map(([length, hash]) => `${length} ${hash}\n`).join(""));
     this.partial = {
       path,
       base: base ?? path,
@@ -341,13 +362,12 @@ export class StagingArea {
     partial.chunks.push([bytes.length, hash]);
   }
 
-  /** Writes the grouped chunks, then their log lines: a logged chunk is always on disk. */
+  /** Writes the grouped chunks' log lines, then their data (see CHUNK_GROUP_BYTES). */
   private writeChunkGroup(partial: PartialFile): void {
     if (partial.groupBytes === 0) return;
-    const offset = partial.size;
-    writeAll(partial.fd, partial.group, partial.groupBytes, offset);
-    partial.size += partial.groupBytes;
     writeSync(partial.logFd, partial.groupLog);
+    writeAll(partial.fd, partial.group, partial.groupBytes, partial.size);
+    partial.size += partial.groupBytes;
     partial.group = [];
     partial.groupBytes = 0;
     partial.groupLog = "";
@@ -409,7 +429,7 @@ export class StagingArea {
       this.written.delete(record.delete);
     }
     this.journalPending.push(JSON.stringify(record) + "\n");
-    if (this.journalPending.length >= JOURNAL_GROUP) this.flush();
+    if (this.journalPending.length >= JOURNAL_GROUP) this.flushJournal();
   }
 
   private loadJournal(): boolean {

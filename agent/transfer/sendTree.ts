@@ -35,7 +35,6 @@ export interface SentFile {
   sha256: string;
   /** Bytes of file content that crossed the wire (Data and File payloads). */
   dataBytes: number;
-  chunks: [number, string][];
 }
 
 /** Sends a small file already read into memory (it may be reused once this returns). */
@@ -71,37 +70,41 @@ export function smallFileScratch(): Buffer {
 
 export async function sendLargeFile(connection: FramedConnection, file: LargeFileSend): Promise<SentFile> {
   const whole = createHash("sha256");
-  const chunks: [number, string][] = [];
   let dataBytes = 0;
   let size = 0;
+  let count = 0;
   let begun = false;
   let skipping = file.staged !== undefined && file.staged.length > 0;
-  for (const { chunk, bytes } of chunksOf(file.file)) {
+  // Chunk hashes are only needed to find chunks the receiver has (a base or a staged
+  // prefix); a file new to the receiver is sent without them.
+  const compare = file.base !== undefined || skipping;
+  for (const { bytes } of chunksOf(file.file)) {
     whole.update(bytes);
-    size += chunk.length;
-    chunks.push([chunk.length, chunk.hash]);
+    size += bytes.length;
+    count++;
+    const hash = compare ? createHash("sha256").update(bytes).digest("hex") : "";
     // Resume: the receiver has these leading chunks already; send from the first that differs.
     if (skipping) {
-      const staged = file.staged![chunks.length - 1];
-      if (staged && staged[0] === chunk.length && staged[1] === chunk.hash) continue;
+      const staged = file.staged![count - 1];
+      if (staged && staged[0] === bytes.length && staged[1] === hash) continue;
       skipping = false;
     }
     if (!begun) {
       begun = true;
-      await sendBegin(connection, file, chunks.length - 1);
+      await sendBegin(connection, file, count - 1);
     }
-    const copyFrom = file.base?.offsets.get(chunk.hash);
+    const copyFrom = file.base?.offsets.get(hash);
     if (copyFrom !== undefined) {
-      await connection.send(encodeCopy(copyFrom, chunk.length, chunk.hash));
+      await connection.send(encodeCopy(copyFrom, bytes.length, hash));
     } else {
-      dataBytes += chunk.length;
+      dataBytes += bytes.length;
       await connection.sendParts(FrameType.Data, [bytes]);
     }
   }
-  if (!begun) await sendBegin(connection, file, chunks.length);
+  if (!begun) await sendBegin(connection, file, count);
   const sha256 = whole.digest("hex");
   await connection.send(encodeJson(FrameType.End, { size, sha256 }));
-  return { size, sha256, dataBytes, chunks };
+  return { size, sha256, dataBytes };
 }
 
 async function sendBegin(

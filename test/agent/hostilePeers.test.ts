@@ -5,6 +5,7 @@
  * previous version stays current and restorable.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,7 +17,8 @@ import {
   issueCertificate,
   type CertificateAndKey,
 } from "../../pki/certificates.ts";
-import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
+import { chunkLengths } from "../../agent/chunking/fastCdc.ts";
+import { encodeFrame, FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
 import { decodeMessage, encodeFile, encodeJson, type Message } from "../../agent/protocol/messages.ts";
 import { sha256Hex } from "./testSupport.ts";
 import {
@@ -320,6 +322,39 @@ describe("a receiver facing hostile peers", () => {
     assert.equal(readFileSync(join(tree, "keep.txt"), "utf8"), "precious");
     assert.equal(statSync(join(tree, "keep.txt")).ino, statSync(stored).ino, "unchanged data stays shared");
     assert.notEqual(statSync(join(tree, "copy.txt")).ino, statSync(stored).ino);
+  });
+
+  it("resumes a large file short of what is staged when the file changed after its first chunks", async () => {
+    const data = randomBytes(400 * 1024);
+    const lengths = chunkLengths(data);
+    assert.ok(lengths.length >= 6, "enough chunks to interrupt in the middle");
+    const at = (n: number) => lengths.slice(0, n).reduce((sum, length) => sum + length, 0);
+    // An interrupted push: the first four chunks arrive, then the connection ends.
+    const socket = await connectAs(receiver.port, good);
+    const begin = encodeJson(FrameType.Begin, { path: "resumed.bin", mtime: 0, mode: 0o644 });
+    const chunks = [0, 1, 2, 3].map((i) => encodeFrame(FrameType.Data, data.subarray(at(i), at(i + 1))));
+    socket.on("error", () => undefined);
+    socket.resume();
+    for (const frame of [hello(), begin, ...chunks]) socket.write(frame);
+    socket.end();
+    await once(socket, "close");
+    // The file changes inside its third chunk before the retry: two staged chunks still fit.
+    data[at(2) + 10] = data[at(2) + 10]! ^ 0xff;
+    writeFileSync(join(work, "src", "resumed.bin"), data);
+    const pushed = await runOffsite([
+      "push",
+      join(work, "src"),
+      "--to",
+      `127.0.0.1:${receiver.port}`,
+      "--certs",
+      join(work, "certs-client"),
+      "--json",
+    ]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.equal(reportOf<{ resumed: boolean }>(pushed).resumed, true);
+    const version = reportOf<{ version: string }>(pushed).version;
+    const stored = readFileSync(join(root, SITE, SOURCE, "versions", version, "tree", "resumed.bin"));
+    assert.ok(stored.equals(data), "the stored file is the changed one, byte for byte");
   });
 });
 

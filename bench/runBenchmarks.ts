@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { cpus, totalmem, release, tmpdir } from "node:os";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startLatencyProxy, type LatencyProxy } from "./latencyProxy.ts";
@@ -26,6 +26,7 @@ import { freePort } from "../test/cluster/controlPlane.ts";
 const ROOT = resolve(import.meta.dirname, "..");
 const OFFSITE = join(ROOT, "agent", "main.mjs");
 const PEERS = join(ROOT, "bench", "baselinePeers.ts");
+const ANALYSIS = join(ROOT, "bench", "ANALYSIS.md");
 const SITE = "3f2e1d0c-9b8a-4765-8432-10fedcba9876";
 const SOURCE = "a1b2c3d4-e5f6-4789-8abc-def012345678";
 
@@ -457,7 +458,9 @@ try {
     `each after a \`sync\` so that none pays for another's writeback; ` +
     `workloads and receivers on ${values.storage ?? "the local disk"}. Absolute times drift on this shared machine; ` +
     `the ratios are the result.\n\n${table}\n\n` +
-    `## Against the goals\n\n${verdicts.map((v) => `- ${v}`).join("\n")}\n`;
+    `## Against the goals\n\n${verdicts.map((v) => `- ${v}`).join("\n")}\n` +
+    // Why a goal is missed is written by hand (profiles, not timings) and travels with every run.
+    (existsSync(ANALYSIS) ? `\n${readFileSync(ANALYSIS, "utf8")}` : "");
   writeFileSync(join(ROOT, "bench", "RESULTS.md"), markdown);
   writeFileSync(
     join(ROOT, "bench", "results.json"),

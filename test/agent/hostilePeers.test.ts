@@ -126,15 +126,7 @@ describe("a receiver facing hostile peers", () => {
     // A good first version, which every hostile session below must leave alone.
     mkdirSync(join(work, "src"));
     writeFileSync(join(work, "src", "keep.txt"), "precious");
-    const pushed = await runOffsite([
-      "push",
-      join(work, "src"),
-      "--to",
-      `127.0.0.1:${receiver.port}`,
-      "--certs",
-      clientDir,
-      "--json",
-    ]);
+    const pushed = await pushSource();
     assert.equal(pushed.code, 0, pushed.stderr);
     firstVersion = reportOf<{ version: string }>(pushed).version;
   });
@@ -143,6 +135,18 @@ describe("a receiver facing hostile peers", () => {
     await receiver?.stop();
     rmSync(work, { recursive: true, force: true });
   });
+
+  /** `offsite push` of work/src with the good client certificate, as a real pusher. */
+  const pushSource = () =>
+    runOffsite([
+      "push",
+      join(work, "src"),
+      "--to",
+      `127.0.0.1:${receiver.port}`,
+      "--certs",
+      join(work, "certs-client"),
+      "--json",
+    ]);
 
   const stillIntact = () => {
     const versions = readdirSync(join(root, SITE, SOURCE, "versions"));
@@ -341,15 +345,7 @@ describe("a receiver facing hostile peers", () => {
     // The file changes inside its third chunk before the retry: two staged chunks still fit.
     data[at(2) + 10] = data[at(2) + 10]! ^ 0xff;
     writeFileSync(join(work, "src", "resumed.bin"), data);
-    const pushed = await runOffsite([
-      "push",
-      join(work, "src"),
-      "--to",
-      `127.0.0.1:${receiver.port}`,
-      "--certs",
-      join(work, "certs-client"),
-      "--json",
-    ]);
+    const pushed = await pushSource();
     assert.equal(pushed.code, 0, pushed.stderr);
     assert.equal(reportOf<{ resumed: boolean }>(pushed).resumed, true);
     const version = reportOf<{ version: string }>(pushed).version;

@@ -177,7 +177,10 @@ async function main(argv: string[]): Promise<number> {
             `version ${report.version}: ${report.files.total} files, ${report.files.sent} sent, ` +
               `${report.files.linked} linked, ${report.files.unchanged} unchanged, ${report.files.deleted} deleted; ` +
               `${formatBytes(report.bytes.wire)} on the wire; ${report.filtered.length} filtered` +
-              report.filtered.map((f) => `\n  filtered ${f.path} (${f.reason})`).join(""),
+              report.filtered.map((f) => `\n  filtered ${f.path} (${f.reason})`).join("") +
+              report.vanished
+                .map((path) => `\n  vanished ${path} (gone since the scan; not in this version)`)
+                .join(""),
           );
           return 0;
         }

@@ -45,6 +45,12 @@ export interface PushReport {
   files: { total: number; unchanged: number; sent: number; linked: number; deleted: number };
   bytes: { total: number; content: number; wire: number; received: number };
   filtered: { path: string; reason: string }[];
+  /**
+   * Files the scan saw that were gone when their turn came (deleted or renamed while the
+   * job ran, as live data is): not in the new version, and reported rather than failing
+   * the job — rsync's "file has vanished".
+   */
+  vanished: string[];
   pruned: string[];
   ms: number;
 }
@@ -72,6 +78,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       files: { total: scan.entries.fileCount, unchanged: 0, sent: 0, linked: 0, deleted: 0 },
       bytes: { total: progress.bytesTotal, content: 0, wire: 0, received: 0 },
       filtered: scan.filtered,
+      vanished: [],
       pruned: [],
       ms: 0,
     };
@@ -118,11 +125,22 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         known.size === entry.size &&
         known.mtime === entry.mtime &&
         known.mode === entry.mode;
+      const vanishedFile = async () => {
+        // The receiver must not carry its older copy over into the new version.
+        if (known) await connection.send(encodeJson(FrameType.Delete, { path: entry.path }));
+        report.vanished.push(entry.path);
+      };
       // A small file is read whole; one that grew past INLINE_MAX since the scan goes as a large one.
-      const content =
-        (sameStat && !options.checksum) || entry.size > INLINE_MAX
-          ? undefined
-          : readSmallFile(absolute, scratch);
+      let content: Buffer | undefined;
+      if (!(sameStat && !options.checksum) && entry.size <= INLINE_MAX) {
+        try {
+          content = readSmallFile(absolute, scratch);
+        } catch (error) {
+          if (!isVanished(error)) throw error;
+          await vanishedFile();
+          continue;
+        }
+      }
       if (sameStat && !options.checksum) {
         report.files.unchanged++;
       } else if (content && content.length <= INLINE_MAX) {
@@ -156,14 +174,23 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         }
       } else {
         const base = known?.type === "file" ? known : bySize.get(entry.size);
-        const sent = await sendLargeFile(connection, {
-          path: entry.path,
-          mtime: entry.mtime,
-          mode: entry.mode,
-          file: absolute,
-          ...(base?.chunks ? { base: { path: base.path, offsets: chunkOffsets(base.chunks) } } : {}),
-          ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
-        });
+        let sent;
+        try {
+          sent = await sendLargeFile(connection, {
+            path: entry.path,
+            mtime: entry.mtime,
+            mode: entry.mode,
+            file: absolute,
+            ...(base?.chunks ? { base: { path: base.path, offsets: chunkOffsets(base.chunks) } } : {}),
+            ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
+          });
+        } catch (error) {
+          // Opening the file is the first thing sendLargeFile does, before any frame: a file
+          // that is gone has sent nothing, and an open one cannot vanish under its reader.
+          if (!isVanished(error)) throw error;
+          await vanishedFile();
+          continue;
+        }
         report.files.sent++;
         report.bytes.content += sent.dataBytes;
       }
@@ -195,4 +222,10 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
   } finally {
     await connection.close();
   }
+}
+
+/** The file is no longer there (ENOENT), or a directory on its path was replaced (ENOTDIR). */
+function isVanished(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
 }

@@ -11,7 +11,7 @@ import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import { encodeJson, type FileEntry, INLINE_MAX } from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
-import { scanTree } from "../source/scanTree.ts";
+import { isVanished, scanTree } from "../source/scanTree.ts";
 import {
   chunkOffsets,
   readSmallFile,
@@ -222,10 +222,4 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
   } finally {
     await connection.close();
   }
-}
-
-/** The file is no longer there (ENOENT), or a directory on its path was replaced (ENOTDIR). */
-function isVanished(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException).code;
-  return code === "ENOENT" || code === "ENOTDIR";
 }

@@ -120,3 +120,13 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
   walk("");
   return { entries, filtered };
 }
+
+/**
+ * Whether reading a scanned file failed because it is gone: deleted (ENOENT) or a
+ * directory on its path replaced (ENOTDIR) since the scan. Live data does that; callers
+ * report such a file instead of failing the job.
+ */
+export function isVanished(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}

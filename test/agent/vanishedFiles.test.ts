@@ -1,7 +1,7 @@
 /**
  * Live data changes while it is backed up: a file the scan saw can be gone when its turn
  * comes. The job goes on (as rsync's "file has vanished" does), reports the file, and the
- * new version does not carry the receiver's older copy of it. The pusher and a receiver
+ * new version does not carry the receiver's older copy of it; compare reports it missing. The pusher and a receiver
  * run in this process over real TLS on loopback; the receiver's session event, which
  * fires after the pusher's scan and before it reads any file, deletes the files, so the
  * race is exact every time.
@@ -11,6 +11,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { compareJob } from "../../agent/compare/compareJob.ts";
 import { pushJob } from "../../agent/push/pushJob.ts";
 import { startReceiver, type RunningReceiver } from "../../agent/receiver/receiverServer.ts";
 import { NO_FILTERS } from "../../agent/source/filters.ts";
@@ -46,10 +47,15 @@ describe("files that vanish while a push runs", () => {
     rmSync(work, { recursive: true, force: true });
   });
 
+  const endpoint = () => ({
+    host: "127.0.0.1",
+    port: receiver.port,
+    credentials: loadCredentials(clientDir),
+  });
   const push = (source: string) =>
     pushJob({
       source,
-      endpoint: { host: "127.0.0.1", port: receiver.port, credentials: loadCredentials(clientDir) },
+      endpoint: endpoint(),
       site: SITE,
       sourceId: SOURCE,
       filters: NO_FILTERS,
@@ -79,5 +85,21 @@ describe("files that vanish while a push runs", () => {
       "docs",
       "docs/stays.txt",
     ]);
+  });
+
+  it("compare reports a file that vanished before it was hashed as missing from the source", async () => {
+    const source = join(work, "source");
+    onSession = () => rmSync(join(source, "docs", "stays.txt"));
+    const report = await compareJob({
+      source,
+      endpoint: endpoint(),
+      site: SITE,
+      sourceId: SOURCE,
+      filters: NO_FILTERS,
+      checksum: true,
+    }).finally(() => (onSession = undefined));
+    assert.equal(report.match, false);
+    assert.deepEqual(report.missing, ["docs/stays.txt"]);
+    assert.deepEqual(report.changed, []);
   });
 });

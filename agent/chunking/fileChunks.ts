@@ -1,6 +1,7 @@
 /**
- * Chunks a file as it is read: content-defined cut points (FastCDC) and each chunk's
- * SHA-256, with a bounded buffer whatever the file's size. Reads are synchronous on
+ * Chunks a file as it is read: content-defined cut points (FastCDC), with a bounded
+ * buffer whatever the file's size (chunksOf), and each chunk's SHA-256 where a caller
+ * needs it (chunkFile). Reads are synchronous on
  * purpose: on this kind of machine they run several times faster than fs.promises for
  * the many small reads a backup makes (../shared/notes/performance.md).
  */

@@ -1,9 +1,9 @@
 /**
  * Chunks a file as it is read: content-defined cut points (FastCDC), with a bounded
  * buffer whatever the file's size (chunksOf), and each chunk's SHA-256 where a caller
- * needs it (chunkFile). Reads are synchronous on
- * purpose: on this kind of machine they run several times faster than fs.promises for
- * the many small reads a backup makes (../shared/notes/performance.md).
+ * needs it (chunkFile). Reads are synchronous on purpose: on this kind of machine they
+ * run several times faster than fs.promises for the many small reads a backup makes
+ * (../shared/notes/performance.md).
  */
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readSync } from "node:fs";

@@ -62,25 +62,24 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
       if (stored.get(entry.path)?.type !== "dir") report.added.push(entry.path);
       continue;
     }
-    const known = stored.get(entry.path);
-    let sha256: string | undefined;
-    if (known?.type === "file" && entry.type === "file" && known.size === entry.size) {
-      if (options.checksum || known.mtime !== entry.mtime) {
-        try {
-          sha256 = hashFile(join(options.source, entry.path), entry.size);
-        } catch (error) {
-          // Gone since the scan: the source no longer has it (reported as missing below).
-          if (isVanished(error)) continue;
-          throw error;
-        }
-      }
-    }
     seen.add(entry.path);
+    const known = stored.get(entry.path);
     if (!known) report.added.push(entry.path);
     else if (entry.type === "symlink") {
       if (known.type !== "symlink" || known.target !== entry.target) report.changed.push(entry.path);
     } else if (known.type !== "file" || known.size !== entry.size) report.changed.push(entry.path);
-    else if (sha256 !== undefined && sha256 !== known.sha256) report.changed.push(entry.path);
+    else if (options.checksum || known.mtime !== entry.mtime) {
+      let sha256: string;
+      try {
+        sha256 = hashFile(join(options.source, entry.path), entry.size);
+      } catch (error) {
+        if (!isVanished(error)) throw error;
+        // Gone since the scan: the source no longer has it (reported as missing below).
+        seen.delete(entry.path);
+        continue;
+      }
+      if (sha256 !== known.sha256) report.changed.push(entry.path);
+    }
   }
   for (const path of stored.keys()) {
     if (seen.has(path)) continue;

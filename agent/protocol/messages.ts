@@ -228,10 +228,6 @@ export function encodeFile(header: FileHeader, content: Uint8Array): Buffer {
   return encodeFrame(FrameType.File, Buffer.concat(filePayload(header, content)));
 }
 
-export function encodeData(bytes: Uint8Array): Buffer {
-  return encodeFrame(FrameType.Data, bytes);
-}
-
 export function encodeCopy(offset: number, length: number, sha256hex: string): Buffer {
   const payload = Buffer.allocUnsafe(COPY_LENGTH);
   payload.writeBigUInt64BE(BigInt(offset), 0);

@@ -99,6 +99,11 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       if (entry.size > INLINE_MAX && !present.has(entry.path)) bySize.set(entry.size, entry);
     }
 
+    const vanishedFile = async (path: string) => {
+      // The receiver must not carry its older copy over into the new version.
+      if (entries.has(path)) await connection.send(encodeJson(FrameType.Delete, { path }));
+      report.vanished.push(path);
+    };
     let lastReport = 0;
     const scratch = smallFileScratch();
     for (const entry of scan.entries) {
@@ -125,11 +130,6 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         known.size === entry.size &&
         known.mtime === entry.mtime &&
         known.mode === entry.mode;
-      const vanishedFile = async () => {
-        // The receiver must not carry its older copy over into the new version.
-        if (known) await connection.send(encodeJson(FrameType.Delete, { path: entry.path }));
-        report.vanished.push(entry.path);
-      };
       // A small file is read whole; one that grew past INLINE_MAX since the scan goes as a large one.
       let content: Buffer | undefined;
       if (!(sameStat && !options.checksum) && entry.size <= INLINE_MAX) {
@@ -137,7 +137,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           content = readSmallFile(absolute, scratch);
         } catch (error) {
           if (!isVanished(error)) throw error;
-          await vanishedFile();
+          await vanishedFile(entry.path);
           continue;
         }
       }
@@ -188,7 +188,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           // Opening the file is the first thing sendLargeFile does, before any frame: a file
           // that is gone has sent nothing, and an open one cannot vanish under its reader.
           if (!isVanished(error)) throw error;
-          await vanishedFile();
+          await vanishedFile(entry.path);
           continue;
         }
         report.files.sent++;

@@ -75,14 +75,13 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
   let count = 0;
   let begun = false;
   let skipping = file.staged !== undefined && file.staged.length > 0;
-  // Chunk hashes are only needed to find chunks the receiver has (a base or a staged
-  // prefix); a file new to the receiver is sent without them.
-  const compare = file.base !== undefined || skipping;
   for (const { bytes } of chunksOf(file.file)) {
     whole.update(bytes);
     size += bytes.length;
     count++;
-    const hash = compare ? createHash("sha256").update(bytes).digest("hex") : "";
+    // A chunk's hash only finds chunks the receiver has (in the base, or in the staged
+    // prefix while that lasts); a file new to the receiver is sent without them.
+    const hash = file.base !== undefined || skipping ? createHash("sha256").update(bytes).digest("hex") : "";
     // Resume: the receiver has these leading chunks already; send from the first that differs.
     if (skipping) {
       const staged = file.staged![count - 1];

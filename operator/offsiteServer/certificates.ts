@@ -18,8 +18,8 @@ import {
   issueCertificate,
   type CertificateAndKey,
 } from "../../pki/certificates.ts";
-import { ownerReference, type ServerIdentity } from "./desiredState.ts";
-import { offsiteServerLabels, offsiteServerNames } from "./names.ts";
+import type { ServerIdentity } from "./desiredState.ts";
+import { offsiteServerLabels, offsiteServerNames, serverOwnerReference } from "./names.ts";
 
 export const CA_VALIDITY_MS = 10 * 365 * 24 * 3600 * 1000;
 const HOSTS_ANNOTATION = "offsite.dev/hosts";
@@ -94,7 +94,7 @@ function tlsSecret(
       namespace: server.namespace,
       labels: { ...offsiteServerLabels(server.name), "offsite.dev/secret-role": role },
       annotations,
-      ownerReferences: [ownerReference(server)],
+      ownerReferences: [serverOwnerReference(server)],
     },
     data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, encode(v)])),
   };

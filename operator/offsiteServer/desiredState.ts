@@ -8,12 +8,7 @@
  * reference, so garbage collection cannot delete data; only the finalizer does, and
  * only when retainPolicy is Delete.
  */
-import type {
-  V1OwnerReference,
-  V1PersistentVolumeClaim,
-  V1Service,
-  V1StatefulSet,
-} from "@kubernetes/client-node";
+import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { sizeToBytes } from "../../crds/schema/fields.ts";
 import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
 import {
@@ -22,6 +17,7 @@ import {
   offsiteServerLabels,
   offsiteServerNames,
   offsiteServerSelector,
+  serverOwnerReference,
 } from "./names.ts";
 
 export const AGENT_UID = 65532;
@@ -31,17 +27,6 @@ export interface ServerIdentity {
   namespace: string;
   uid: string;
   annotations?: Record<string, string>;
-}
-
-export function ownerReference(server: ServerIdentity): V1OwnerReference {
-  return {
-    apiVersion: "offsite.dev/v1alpha1",
-    kind: "OffsiteServer",
-    name: server.name,
-    uid: server.uid,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
 }
 
 export interface StatefulSetInputs {
@@ -76,7 +61,7 @@ export function desiredStatefulSet({
       name: names.statefulSet,
       namespace: server.namespace,
       labels,
-      ownerReferences: [ownerReference(server)],
+      ownerReferences: [serverOwnerReference(server)],
     },
     spec: {
       replicas: spec.suspend ? 0 : 1,
@@ -164,7 +149,7 @@ export function desiredService(server: ServerIdentity, spec: OffsiteServerSpec):
       namespace: server.namespace,
       labels: offsiteServerLabels(server.name),
       ...(spec.service.annotations ? { annotations: spec.service.annotations } : {}),
-      ownerReferences: [ownerReference(server)],
+      ownerReferences: [serverOwnerReference(server)],
     },
     spec: {
       type: spec.service.type,

@@ -1,11 +1,23 @@
-/** Names and labels of everything the operator derives from an OffsiteServer. */
+/**
+ * Names and labels of everything the operator derives from an OffsiteServer. The shared
+ * parts (managed-by, the owner label, owner references) come from runtime/ownership.ts,
+ * so the runtime maps a changed StatefulSet, Service, Secret or claim back to its server.
+ */
 import { createHash } from "node:crypto";
+import type { V1OwnerReference } from "@kubernetes/client-node";
+import { API_VERSION } from "../../crds/definitions.ts";
+import { MANAGED_BY, MANAGED_BY_LABEL, ownerLabel, ownerReference } from "../runtime/ownership.ts";
 
-export const MANAGED_BY = "offsite-operator";
-export const SERVER_LABEL = "offsite.dev/offsiteserver";
+export const KIND = "OffsiteServer";
+export const PLURAL = "offsiteservers";
+export const SERVER_LABEL = ownerLabel(KIND);
 export const RESTART_ANNOTATION = "offsite.dev/restart-at";
-export const FINALIZER = "offsite.dev/finalizer";
 export const RECEIVER_PORT_NAME = "offsite";
+
+/** The owner reference that puts an object under the server's garbage collection. */
+export function serverOwnerReference(server: { name: string; uid: string }): V1OwnerReference {
+  return ownerReference({ apiVersion: API_VERSION, kind: KIND, name: server.name, uid: server.uid });
+}
 
 export const offsiteServerNames = (name: string) => ({
   statefulSet: name,
@@ -27,7 +39,7 @@ export function offsiteServerLabels(name: string): Record<string, string> {
     "app.kubernetes.io/instance": name,
     "app.kubernetes.io/component": "receiver",
     "app.kubernetes.io/part-of": "offsite",
-    "app.kubernetes.io/managed-by": MANAGED_BY,
+    [MANAGED_BY_LABEL]: MANAGED_BY,
   };
 }
 

@@ -1,33 +1,28 @@
 /**
- * Reconciles one OffsiteServer: reads the world, computes what should exist (pure
- * functions in desiredState/certificates/status), applies the difference with
- * server-side apply, and writes status — every run, even when a step failed.
+ * The OffsiteServer controller: its registration with the runtime, and its reconcile —
+ * read the world, compute what should exist (pure functions in desiredState,
+ * certificates and status), apply it with server-side apply, and return the status. The
+ * runtime (runtime/controllerRuntime.ts) writes that status, or Ready=False with the
+ * error's reason and message when a step throws (a Service the API server refuses: 422,
+ * `Invalid`), and keeps the finalizer, whose step here deletes the data claim only when
+ * retainPolicy is Delete.
  *
  * Level-based and idempotent: nothing is remembered between runs; a run interrupted at
- * any point (the operator killed mid-reconcile) is finished by the next one, which
- * applies the same objects under the same names. Deletion goes through a finalizer that
- * deletes the data claim only when retainPolicy is Delete.
+ * any point is finished by the next one, which applies the same objects under the same
+ * names. The subtle point: the OffsiteServer comes from the reflector's cache, but its
+ * Secrets are read from the API server — a cache that missed the CA Secret would make us
+ * mint a second CA and re-sign every certificate.
  */
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1PersistentVolumeClaim,
-  type V1Secret,
-} from "@kubernetes/client-node";
+import { CoreV1Api, type V1PersistentVolumeClaim, type V1Secret } from "@kubernetes/client-node";
 import { durationToMs, sizeToBytes } from "../../crds/schema/fields.ts";
 import { offsiteServerSpec, type OffsiteServerStatus } from "../../crds/schema/offsiteServer.ts";
 import { GROUP, VERSION, type OffsiteServer } from "../../crds/definitions.ts";
 import { certificateNotAfter } from "../../pki/certificates.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
-import type { EventRecorder } from "../runtime/events.ts";
-import type { Applier } from "../runtime/kubeApi.ts";
+import type { ControllerContext, ControllerDefinition, ReconcileOutcome } from "../runtime/controller.ts";
 import { ReconcileError, errorMessage, isNotFound, readOptional } from "../runtime/kubeApi.ts";
-import { forObject, type Logger } from "../runtime/logger.ts";
-import type { OperatorMetrics } from "../runtime/metrics.ts";
-import type { ReconcileResult } from "../runtime/workQueue.ts";
+import type { Logger } from "../runtime/logger.ts";
+import { PERSISTENT_VOLUME_CLAIMS, SECRETS, SERVICES, STATEFULSETS } from "../runtime/resources.ts";
 import {
   caFromSecret,
   newCaSecret,
@@ -43,85 +38,65 @@ import {
   type ServerIdentity,
   type SpecProblem,
 } from "./desiredState.ts";
-import { FINALIZER, offsiteServerNames, serverHosts } from "./names.ts";
+import { KIND, PLURAL, RESTART_ANNOTATION, offsiteServerNames, serverHosts } from "./names.ts";
 import { computeStatus } from "./status.ts";
-
-export const PLURAL = "offsiteservers";
-
-/** What a reconcile needs from the outside world; no globals. */
-export interface OffsiteServerContext {
-  kc: KubeConfig;
-  applier: Applier;
-  events: EventRecorder;
-  metrics: OperatorMetrics;
-  logger: Logger;
-  defaultImage: string;
-  now?: () => Date;
-}
 
 const DAY_MS = 24 * 3600 * 1000;
 /** Re-check servers that wait on something outside our watches (a load balancer address). */
 const POLL_WHILE_WAITING_MS = 30_000;
+const SOURCE_STATES = ["Online", "Offline", "NeverCheckedIn", "Suspended"] as const;
 
-export async function reconcileOffsiteServer(
-  ctx: OffsiteServerContext,
-  namespace: string,
-  name: string,
-): Promise<ReconcileResult> {
-  const custom = ctx.kc.makeApiClient(CustomObjectsApi);
-  const core = ctx.kc.makeApiClient(CoreV1Api);
-  const log = forObject(ctx.logger, "OffsiteServer", namespace, name);
-  const now = ctx.now?.() ?? new Date();
-  const names = offsiteServerNames(name);
-
-  const server = (await readOptional(
-    custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL, name }),
-  )) as OffsiteServer | undefined;
-  if (!server) {
+export const offsiteServerController: ControllerDefinition<OffsiteServer> = {
+  kind: KIND,
+  group: GROUP,
+  version: VERSION,
+  plural: PLURAL,
+  // Each labelled offsite.dev/offsiteserver=<name> (names.ts: offsiteServerLabels).
+  watches: [
+    { resource: STATEFULSETS },
+    { resource: SERVICES },
+    { resource: SECRETS },
+    { resource: PERSISTENT_VOLUME_CLAIMS },
+  ],
+  errorReasons: ["DeleteClaimFailed"],
+  failurePhase: "Degraded",
+  reconcile: reconcileOffsiteServer,
+  finalize: finalizeOffsiteServer,
+  publish: publishServerMetrics,
+  forget(ctx, namespace, name) {
     ctx.metrics.forgetServer(namespace, name);
-    return {};
-  }
-  if (server.metadata.deletionTimestamp) return finalize(ctx, server, log);
-  if (!server.metadata.finalizers?.includes(FINALIZER)) {
-    await custom.patchNamespacedCustomObject(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace,
-        plural: PLURAL,
-        name,
-        body: {
-          metadata: {
-            resourceVersion: server.metadata.resourceVersion,
-            finalizers: [...(server.metadata.finalizers ?? []), FINALIZER],
-          },
-        },
-      },
-      mergePatch(),
-    );
-    return { requeueAfterMs: 0 }; // the update event brings us back with the new resourceVersion
-  }
+    ctx.metrics.certificateExpiry.remove({ namespace, secret: offsiteServerNames(name).serverTlsSecret });
+  },
+};
+
+async function reconcileOffsiteServer(
+  ctx: ControllerContext,
+  server: OffsiteServer,
+  log: Logger,
+): Promise<ReconcileOutcome<OffsiteServer>> {
+  const { namespace, name } = server.metadata as { namespace: string; name: string };
+  const core = ctx.kc.makeApiClient(CoreV1Api);
+  const now = ctx.now();
+  const names = offsiteServerNames(name);
 
   const parsed = offsiteServerSpec.safeParse(server.spec);
   if (!parsed.success) {
     // Slipped past the API server's schema (an older CRD, a direct etcd write): report, don't crash-loop.
     const message = `The spec is invalid: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}. Fix the OffsiteServer; nothing was changed.`;
-    const wasInvalid = findCondition(server.status?.conditions, "Ready")?.reason === "InvalidSpec";
-    await writeStatus(ctx, server, {
-      ...server.status,
-      phase: "Degraded",
-      observedGeneration: server.metadata.generation ?? 0,
-      conditions: setCondition(
-        server.status?.conditions,
-        { type: "Ready", status: "False", reason: "InvalidSpec", message },
-        server.metadata.generation,
-        now,
-      ),
-    });
-    if (!wasInvalid) await ctx.events.record(server, "Warning", "InvalidSpec", message);
     log.warn({ reason: "InvalidSpec" }, message);
-    ctx.metrics.serverReady.set({ namespace, name }, 0);
-    return {};
+    return {
+      status: {
+        ...server.status,
+        phase: "Degraded",
+        observedGeneration: server.metadata.generation ?? 0,
+        conditions: setCondition(
+          server.status?.conditions,
+          { type: "Ready", status: "False", reason: "InvalidSpec", message },
+          server.metadata.generation,
+          now,
+        ),
+      },
+    };
   }
   const spec = parsed.data;
   const identity: ServerIdentity = {
@@ -206,7 +181,7 @@ export async function reconcileOffsiteServer(
       tlsChecksum: tlsChecksum(serving),
     }),
   );
-  const restartAt = identity.annotations?.["offsite.dev/restart-at"];
+  const restartAt = identity.annotations?.[RESTART_ANNOTATION];
   if (restartAt && restartAt !== previousRestart) {
     await ctx.events.record(
       server,
@@ -240,60 +215,47 @@ export async function reconcileOffsiteServer(
     problems,
     now,
   });
-  await writeStatus(ctx, server, status);
 
-  const wasReady = findCondition(server.status?.conditions, "Ready");
-  const isReady = findCondition(status.conditions, "Ready")!;
-  if (wasReady?.status !== isReady.status || wasReady?.reason !== isReady.reason) {
-    await ctx.events.record(
-      server,
-      isReady.status === "True" ? "Normal" : "Warning",
-      isReady.reason,
-      isReady.message,
-    );
-  }
   for (const problem of problems) {
     if (findCondition(server.status?.conditions, "Degraded")?.reason !== problem.reason) {
       await ctx.events.record(server, "Warning", problem.reason, problem.message);
     }
   }
-  ctx.metrics.serverReady.set({ namespace, name }, isReady.status === "True" ? 1 : 0);
-  if (status.capacity?.totalBytes !== undefined)
-    ctx.metrics.serverCapacityBytes.set({ namespace, name }, status.capacity.totalBytes);
-  if (status.capacity?.usedBytes !== undefined)
-    ctx.metrics.serverUsedBytes.set({ namespace, name }, status.capacity.usedBytes);
-  for (const state of ["Online", "Offline", "NeverCheckedIn", "Suspended"] as const) {
-    ctx.metrics.serverSources.set(
-      { namespace, name, state },
-      (status.sources ?? []).filter((s) => s.state === state).length,
-    );
-  }
 
   const renewInMs = renewalDueAt(serving!, renewBeforeMs).getTime() - now.getTime();
-  const waiting = isReady.reason === "LoadBalancerPending" || isReady.reason === "EndpointUnknown";
+  const ready = findCondition(status.conditions, "Ready");
+  const waiting = ready?.reason === "LoadBalancerPending" || ready?.reason === "EndpointUnknown";
   // setTimeout cannot wait longer than ~24.8 days; a later run re-arms the timer.
   return {
+    status,
     requeueAfterMs: Math.min(Math.max(renewInMs, 1000), waiting ? POLL_WHILE_WAITING_MS : 24 * DAY_MS),
   };
 }
 
-async function finalize(
-  ctx: OffsiteServerContext,
+/** The finalize step: deletes the data claim only with retainPolicy Delete (and not the user's own). */
+async function finalizeOffsiteServer(
+  ctx: ControllerContext,
   server: OffsiteServer,
   log: Logger,
-): Promise<ReconcileResult> {
+): Promise<void> {
   const { namespace, name } = server.metadata as { namespace: string; name: string };
-  if (!server.metadata.finalizers?.includes(FINALIZER)) return {};
-  const core = ctx.kc.makeApiClient(CoreV1Api);
   const claimName = offsiteServerNames(name).dataClaim;
   const deletesData = server.spec?.retainPolicy === "Delete" && !server.spec.storage?.existingClaim;
   if (deletesData) {
     try {
-      await core.deleteNamespacedPersistentVolumeClaim({ name: claimName, namespace });
+      await ctx.kc
+        .makeApiClient(CoreV1Api)
+        .deleteNamespacedPersistentVolumeClaim({ name: claimName, namespace });
       log.info({ claim: claimName }, "deleted the data claim (retainPolicy: Delete)");
     } catch (error) {
       if (!isNotFound(error))
-        throw new ReconcileError("DeleteClaimFailed", `deleting ${claimName} failed: ${errorMessage(error)}`);
+        throw new ReconcileError(
+          "DeleteClaimFailed",
+          `deleting ${claimName} failed: ${errorMessage(error)}`,
+          {
+            cause: error,
+          },
+        );
     }
   } else {
     log.info(
@@ -309,44 +271,24 @@ async function finalize(
       ? `Deleted the data claim ${claimName} as retainPolicy is Delete.`
       : `Kept the data volume ${server.spec?.storage?.existingClaim ?? claimName} (retainPolicy: Retain); recreate the OffsiteServer with the same name to use it again.`,
   );
-  await ctx.kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
-    {
-      group: GROUP,
-      version: VERSION,
-      namespace,
-      plural: PLURAL,
-      name,
-      body: {
-        metadata: {
-          resourceVersion: server.metadata.resourceVersion,
-          finalizers: server.metadata.finalizers.filter((f) => f !== FINALIZER),
-        },
-      },
-    },
-    mergePatch(),
-  );
-  ctx.metrics.forgetServer(namespace, name);
-  return {};
 }
 
-/** Replaces status when it changed; resourceVersion makes a concurrent change a 409 (retried). */
-async function writeStatus(
-  ctx: OffsiteServerContext,
+function publishServerMetrics(
+  ctx: ControllerContext,
   server: OffsiteServer,
   status: OffsiteServerStatus,
-): Promise<void> {
-  if (JSON.stringify(status) === JSON.stringify(server.status)) return;
+): void {
   const { namespace, name } = server.metadata as { namespace: string; name: string };
-  await ctx.kc.makeApiClient(CustomObjectsApi).replaceNamespacedCustomObjectStatus({
-    group: GROUP,
-    version: VERSION,
-    namespace,
-    plural: PLURAL,
-    name,
-    body: { ...server, status },
-  });
-}
-
-function mergePatch() {
-  return setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+  const ready = findCondition(status.conditions, "Ready")?.status === "True";
+  ctx.metrics.serverReady.set({ namespace, name }, ready ? 1 : 0);
+  if (status.capacity?.totalBytes !== undefined)
+    ctx.metrics.serverCapacityBytes.set({ namespace, name }, status.capacity.totalBytes);
+  if (status.capacity?.usedBytes !== undefined)
+    ctx.metrics.serverUsedBytes.set({ namespace, name }, status.capacity.usedBytes);
+  for (const state of SOURCE_STATES) {
+    ctx.metrics.serverSources.set(
+      { namespace, name, state },
+      (status.sources ?? []).filter((s) => s.state === state).length,
+    );
+  }
 }

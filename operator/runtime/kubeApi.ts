@@ -28,21 +28,23 @@ export function isNotFound(error: unknown): boolean {
   return error instanceof ApiException && error.code === 404;
 }
 
+const API_ERROR_REASONS: Record<number, string> = {
+  403: "Forbidden",
+  404: "NotFound",
+  409: "Conflict",
+  422: "Invalid",
+  429: "TooManyRequests",
+  500: "ServerError",
+  503: "Unavailable",
+};
+
+/** Every reason errorReason gives without a ReconcileError of a controller's own (metrics start with these). */
+export const KNOWN_ERROR_REASONS: readonly string[] = [...Object.values(API_ERROR_REASONS), "Unexpected"];
+
 /** The stable reason of any error a reconcile may throw. */
 export function errorReason(error: unknown): string {
   if (error instanceof ReconcileError) return error.reason;
-  if (error instanceof ApiException) {
-    return (
-      {
-        409: "Conflict",
-        422: "Invalid",
-        403: "Forbidden",
-        429: "TooManyRequests",
-        500: "ServerError",
-        503: "Unavailable",
-      }[error.code] ?? `Http${error.code}`
-    );
-  }
+  if (error instanceof ApiException) return API_ERROR_REASONS[error.code] ?? `Http${error.code}`;
   return "Unexpected";
 }
 

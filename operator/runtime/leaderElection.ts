@@ -55,10 +55,6 @@ export class LeaderElector {
     this.api = options.kc.makeApiClient(CoordinationV1Api);
   }
 
-  get isLeader(): boolean {
-    return this.leading;
-  }
-
   /** Runs the election loop in the background until stop(). */
   start(): void {
     this.loop = this.run();

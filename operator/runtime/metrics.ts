@@ -3,8 +3,23 @@
  * Prometheus conventions: `offsite_` prefix, base units in the name, `_total` counters,
  * and each answers a question someone asks at 3 a.m. ("is the operator the leader?",
  * "which servers are not ready?", "when does a certificate expire?").
+ *
+ * The subtle point: a labelled series does not exist until it is first touched, and an
+ * alert on rate() or absent() cannot tell "never happened" from "not exported".
+ * startSeries() therefore creates every series whose label values are known up front
+ * (kinds × results, kinds × error reasons, watched resources) at 0; only per-object
+ * series (namespace/name) appear with their object.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** The `result` label values of offsite_reconcile_total. */
+const RECONCILE_RESULTS = ["success", "error"] as const;
+
+export interface KnownSeries {
+  kinds: readonly { kind: string; errorReasons: readonly string[] }[];
+  /** Watched resources, the `resource` label of offsite_watch_restarts_total. */
+  resources: readonly string[];
+}
 
 export class OperatorMetrics {
   readonly registry = new Registry();
@@ -83,6 +98,17 @@ export class OperatorMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "offsite_operator_" });
+  }
+
+  /** Creates every series of `known` at 0; once, at start-up (a histogram is reset). */
+  startSeries(known: KnownSeries): void {
+    for (const { kind, errorReasons } of known.kinds) {
+      for (const result of RECONCILE_RESULTS) this.reconcileTotal.inc({ kind, result }, 0);
+      for (const reason of errorReasons) this.reconcileErrorsTotal.inc({ kind, reason }, 0);
+      this.reconcileDuration.zero({ kind });
+      this.workQueueDepth.inc({ kind }, 0);
+    }
+    for (const resource of known.resources) this.watchRestartsTotal.inc({ resource }, 0);
   }
 
   /** Drops the per-object series of a deleted OffsiteServer. */

@@ -85,12 +85,6 @@ export class WorkQueue {
     this.timers.set(key, { at, timer });
   }
 
-  /** Forgets a key's failure count (e.g. when its object is deleted). */
-  forget(key: string): void {
-    this.failures.delete(key);
-    this.clearTimer(key);
-  }
-
   /** Stops taking work and waits for reconciles in flight to finish. */
   async shutdown(): Promise<void> {
     this.shuttingDown = true;

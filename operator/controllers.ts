@@ -1,0 +1,9 @@
+/**
+ * The controllers this operator runs, in one list: registering a kind is one line here
+ * and a ControllerDefinition beside its reconciler (runtime/controller.ts says how).
+ * The manager runs them; the metrics of every kind listed exist from start-up.
+ */
+import type { ControllerDefinition } from "./runtime/controller.ts";
+import { offsiteServerController } from "./offsiteServer/reconcileOffsiteServer.ts";
+
+export const CONTROLLERS: readonly ControllerDefinition[] = [offsiteServerController];

@@ -1,10 +1,15 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { ApiException } from "@kubernetes/client-node";
-import type { ControllerDefinition, CustomObject } from "./controller.ts";
-import { watchedResources } from "./controllerRuntime.ts";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { ApiException, KubeConfig } from "@kubernetes/client-node";
+import { pino } from "pino";
+import type { ControllerContext, ControllerDefinition, CustomObject, ObjectStatus } from "./controller.ts";
+import { reconcileObject, watchedResources } from "./controllerRuntime.ts";
+import { EventRecorder } from "./events.ts";
 import { lifecycleStep } from "./finalizers.ts";
-import { ReconcileError } from "./kubeApi.ts";
+import { Applier, ReconcileError } from "./kubeApi.ts";
+import { OperatorMetrics } from "./metrics.ts";
 import { FINALIZER, ownerKeyByLabel } from "./ownership.ts";
 import { SECRETS, SERVICES } from "./resources.ts";
 import { failedStatus, reportsFailure } from "./statusWriter.ts";
@@ -123,5 +128,114 @@ describe("the status after a failed step", () => {
     assert.equal(reportsFailure(new ApiException(404, "Not Found", "{}", {})), false);
     assert.equal(reportsFailure(refused), true);
     assert.equal(reportsFailure(new Error("socket hang up")), true);
+  });
+});
+
+describe("one run of a controller, against a fake API server", () => {
+  interface Request {
+    method: string;
+    url: string;
+    body: Record<string, unknown>;
+  }
+
+  /** Answers every request with `stored` changed by what was sent, at resourceVersion 2. */
+  async function fakeApi(
+    stored: CustomObject,
+  ): Promise<{ kc: KubeConfig; requests: Request[]; close: () => Promise<void> }> {
+    const requests: Request[] = [];
+    const server = createServer((request, response) => {
+      let text = "";
+      request.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      request.on("end", () => {
+        const body = (text ? JSON.parse(text) : {}) as Record<string, unknown>;
+        requests.push({ method: request.method!, url: request.url!, body });
+        response.writeHead(200, { "content-type": "application/json" });
+        const metadata = { ...stored.metadata, ...(body.metadata as object), resourceVersion: "2" };
+        response.end(JSON.stringify({ ...stored, ...body, metadata }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: "fake", server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+      users: [{ name: "fake" }],
+      contexts: [{ name: "fake", cluster: "fake", user: "fake" }],
+      currentContext: "fake",
+    });
+    return { kc, requests, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  function contextFor(kc: KubeConfig): ControllerContext {
+    const logger = pino({ level: "silent" });
+    return {
+      kc,
+      applier: new Applier(kc),
+      events: new EventRecorder(kc, "offsite-operator", "test", logger),
+      metrics: new OperatorMetrics(),
+      logger,
+      defaultImage: "offsite/agent:test",
+      now: () => new Date("2026-11-21T12:00:00Z"),
+    };
+  }
+
+  it("adds the finalizer, and when the step throws writes Ready=False with its reason and a Warning Event", async () => {
+    const object = anObject({ generation: 4, resourceVersion: "1" });
+    const api = await fakeApi(object);
+    const refused = new ReconcileError("Invalid", "applying Service ns/a failed: bad key! (HTTP 422)");
+    const thing: ControllerDefinition = {
+      ...controller("Thing", "things", []),
+      failurePhase: "Degraded",
+      reconcile: () => Promise.reject(refused),
+      finalize: () => Promise.resolve(),
+    };
+    try {
+      await assert.rejects(reconcileObject(contextFor(api.kc), thing, "ns", "a", object), refused);
+      const [finalizer, status, event] = api.requests;
+      assert.equal(finalizer?.method, "PATCH");
+      assert.deepEqual(finalizer?.body, { metadata: { resourceVersion: "1", finalizers: [FINALIZER] } });
+      assert.equal(status?.method, "PUT");
+      assert.match(status?.url ?? "", /\/apis\/offsite\.dev\/v1alpha1\/namespaces\/ns\/things\/a\/status$/);
+      const written = status?.body.status as ObjectStatus;
+      assert.equal(written.phase, "Degraded");
+      assert.equal(written.observedGeneration, 4);
+      assert.deepEqual(
+        written.conditions?.map((c) => [c.type, c.status, c.reason, c.message, c.observedGeneration]),
+        [["Ready", "False", "Invalid", refused.message, 4]],
+      );
+      assert.equal((status?.body.metadata as { resourceVersion?: string }).resourceVersion, "2");
+      assert.equal(event?.method, "POST");
+      assert.match(event?.url ?? "", /\/api\/v1\/namespaces\/ns\/events$/);
+      assert.deepEqual([event?.body.type, event?.body.reason], ["Warning", "Invalid"]);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it("on deletion runs finalize, then removes only its own finalizer", async () => {
+    const object = anObject({
+      deletionTimestamp: new Date(),
+      finalizers: ["other", FINALIZER],
+      resourceVersion: "7",
+    });
+    const api = await fakeApi(object);
+    const finalized: string[] = [];
+    const thing: ControllerDefinition = {
+      ...controller("Thing", "things", []),
+      finalize: (_ctx, object) => {
+        finalized.push(object.metadata.name!);
+        return Promise.resolve();
+      },
+    };
+    try {
+      assert.deepEqual(await reconcileObject(contextFor(api.kc), thing, "ns", "a", object), {});
+      assert.deepEqual(finalized, ["a"]);
+      assert.deepEqual(
+        api.requests.map((r) => [r.method, r.body]),
+        [["PATCH", { metadata: { resourceVersion: "7", finalizers: ["other"] } }]],
+      );
+    } finally {
+      await api.close();
+    }
   });
 });

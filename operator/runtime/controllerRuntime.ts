@@ -103,7 +103,7 @@ export class ControllerRuntime {
       return existing;
     };
     let synced = false;
-    const held: (() => void)[] = [];
+    const held: { queue: WorkQueue; keys: Set<string> }[] = [];
     const running: Running = { queues: [], reflectors: [], timers: [] };
     const caches = new Map<string, Reflector<KubernetesObject>>();
 
@@ -111,10 +111,12 @@ export class ControllerRuntime {
       const queue = this.queueFor(controller, ctx, (namespace, name) =>
         caches.get(primaryOf(controller).name)?.get(namespace, name),
       );
+      const waiting = { queue, keys: new Set<string>() };
+      held.push(waiting);
       const enqueue = (key: string | undefined) => {
         if (key === undefined) return;
         if (synced) queue.add(key);
-        else held.push(() => queue.add(key));
+        else waiting.keys.add(key);
       };
       route(primaryOf(controller)).listeners.push((object) => enqueue(objectKey(object)));
       for (const watch of controller.watches) {
@@ -148,7 +150,7 @@ export class ControllerRuntime {
     this.running = running;
     await Promise.all(running.reflectors.map((r) => r.start()));
     synced = true;
-    held.splice(0).forEach((add) => add());
+    for (const { queue, keys } of held) keys.forEach((key) => queue.add(key));
     logger.info({ resources: running.reflectors.length }, "watches synced; reconciling");
   }
 
@@ -196,7 +198,7 @@ export class ControllerRuntime {
  * and the status — on success the controller's, on failure Ready=False with the error.
  * Throws the step's error so the queue retries it with back-off.
  */
-async function reconcileObject(
+export async function reconcileObject(
   ctx: ControllerContext,
   controller: ControllerDefinition,
   namespace: string,

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { CERT_FILES } from "../contract/roles.ts";
 import type { ConnectionOptions, PeerCertificate, TlsOptions, TLSSocket } from "node:tls";
 
 export interface TlsCredentials {
@@ -32,7 +33,7 @@ export function loadCredentials(dir: string): TlsCredentials {
       );
     }
   };
-  return { ca: read("ca.crt"), cert: read("tls.crt"), key: read("tls.key") };
+  return { ca: read(CERT_FILES.ca), cert: read(CERT_FILES.cert), key: read(CERT_FILES.key) };
 }
 
 export function serverTlsOptions(credentials: TlsCredentials): TlsOptions {
@@ -62,10 +63,13 @@ function first(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** The site and source a verified client certificate was issued to. */
+/**
+ * The site and source a verified client certificate was issued to, exactly as issued: a
+ * certificate whose names break the GUID rule matches no Hello, so it is refused.
+ */
 export function peerIdentity(socket: TLSSocket): SourceIdentity | undefined {
   const certificate: PeerCertificate = socket.getPeerCertificate();
   const source = first(certificate.subject?.CN);
   const site = first(certificate.subject?.O);
-  return source && site ? { site: site.toLowerCase(), source: source.toLowerCase() } : undefined;
+  return source && site ? { site, source } : undefined;
 }

@@ -13,5 +13,5 @@ step "generated CRDs are current"; node crds/generate.ts --check
 step "tests (node --test)"
 # Integration suites each start their own control plane; two at a time suits 2 cores.
 exec node --test --test-concurrency=2 --test-timeout=600000 \
-  "pki/**/*.test.ts" "crds/**/*.test.ts" "operator/**/*.test.ts" "agent/**/*.test.ts" \
+  "contract/**/*.test.ts" "pki/**/*.test.ts" "crds/**/*.test.ts" "operator/**/*.test.ts" "agent/**/*.test.ts" \
   "test/*.test.ts" "test/cluster/**/*.test.ts" "test/agent/**/*.test.ts" "test/integration/**/*.test.ts" "$@"

@@ -13,11 +13,11 @@ import {
   issueCertificate,
   type CertificateAndKey,
 } from "../../pki/certificates.ts";
+import { isGuid } from "../../contract/guid.ts";
 import { startReceiver, type RunningReceiver } from "../receiver/receiverServer.ts";
 import type { TlsCredentials } from "../tlsCredentials.ts";
 
 const TEN_YEARS = 10 * 365 * 86_400_000;
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export interface LocalStore {
   root: string;
@@ -61,7 +61,7 @@ export async function openLocalStore(dir: string): Promise<LocalStore> {
       return { ca: ca.certificatePem, cert: client.certificatePem, key: client.privateKeyPem };
     },
     sources: () =>
-      existsSync(join(root, site)) ? readdirSync(join(root, site)).filter((name) => GUID.test(name)) : [],
+      existsSync(join(root, site)) ? readdirSync(join(root, site)).filter((name) => isGuid(name)) : [],
     close: () => receiver.close(),
   };
 }

@@ -59,13 +59,3 @@ export function formatBytes(bytes: number): string {
   }
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
-
-/** "10Mi", "1G", "512k" or plain bytes → bytes. */
-export function parseSize(value: string): number {
-  const match = /^(\d+(?:\.\d+)?)\s*([kKMGT]i?)?B?$/.exec(value);
-  if (!match) throw new Error(`${JSON.stringify(value)} is not a size (for example 500Mi, 2G or 1048576)`);
-  const unit = match[2] ?? "";
-  const power = { "": 0, k: 1, K: 1, M: 2, G: 3, T: 4 }[unit[0] as "" | "k"] ?? 0;
-  const base = unit.endsWith("i") ? 1024 : 1000;
-  return Math.floor(Number(match[1]) * base ** power);
-}

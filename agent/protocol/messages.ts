@@ -4,15 +4,14 @@
  * turns a Frame into a typed Message or throws a ProtocolError naming the problem.
  */
 import { z } from "zod";
+import { guidSchema } from "../../contract/guid.ts";
 import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
 
 export const PROTOCOL_VERSION = 1;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
 
-const guid = z
-  .string()
-  .regex(/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/, "must be a GUID");
+const guid = guidSchema();
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256");
 const size = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const mtime = z.number().int().min(0);

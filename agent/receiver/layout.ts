@@ -23,10 +23,10 @@ export class SourceLayout {
   readonly source: string;
 
   constructor(root: string, site: string, source: string) {
-    // GUIDs are validated by the protocol schema before they reach here; lowercase them so
-    // one source never gets two directories.
-    this.site = site.toLowerCase();
-    this.source = source.toLowerCase();
+    // GUIDs are checked against the contract's rule (contract/guid.ts: lower case, no '.'
+    // or '/') by the protocol schema before they reach here, so one source has one directory.
+    this.site = site;
+    this.source = source;
     this.dir = join(root, this.site, this.source);
   }
 

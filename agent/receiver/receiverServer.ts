@@ -2,6 +2,11 @@
  * `offsite receive`: the offsite receiver. One TLS server; each connection is one job of
  * one source (push, compare or restore), identified by its client certificate. A
  * handshake without a certificate from our CA fails inside TLS, before any frame is read.
+ *
+ * What an OffsiteServer's spec says takes effect here: retention after each commit, at
+ * most `maxConcurrentJobs` jobs at once (one more is refused as `busy` at Hello, before
+ * it costs anything), and pushes of `suspendedSources` refused as `suspended` (their
+ * versions stay readable by compare and restore).
  */
 import { createServer, type Server, type TLSSocket } from "node:tls";
 import { mkdirSync } from "node:fs";
@@ -10,6 +15,7 @@ import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { encodeChunkList, encodeJson, type ManifestEntry, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import { DEFAULT_MAX_CONCURRENT_JOBS } from "../../contract/roles.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
 import { commitVersion } from "./commitVersion.ts";
 import { SourceLayout } from "./layout.ts";
@@ -24,6 +30,10 @@ export interface ReceiverOptions {
   port: number;
   credentials: TlsCredentials;
   retention?: RetentionPolicy;
+  /** Jobs served at once (default 16); one more is refused with `busy`. */
+  maxConcurrentJobs?: number;
+  /** Sources whose pushes are refused with `suspended`. */
+  suspendedSources?: string[];
   /** Called with one JSON-able event per session outcome (the CLI logs them). */
   onEvent?: (event: Record<string, unknown>) => void;
 }
@@ -34,17 +44,25 @@ export interface RunningReceiver {
 }
 
 const HELLO_TIMEOUT_MS = 30_000;
+
+/** What all sessions of one receiver share: the jobs running, and the sources being pushed. */
+interface ReceiverState {
+  /** Sessions past Hello (any role), against maxConcurrentJobs. */
+  jobs: number;
+  /** Source directories with a push in progress (one push per source at a time). */
+  pushing: Set<string>;
+}
 const ENTRIES_BYTES = 256 * 1024;
 
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
   mkdirSync(options.root, { recursive: true });
-  const busy = new Set<string>();
+  const state: ReceiverState = { jobs: 0, pushing: new Set() };
   const sockets = new Set<TLSSocket>();
   const emit = options.onEvent ?? (() => undefined);
   const server: Server = createServer(serverTlsOptions(options.credentials), (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
-    void handleSession(socket, options, busy, emit);
+    void handleSession(socket, options, state, emit);
   });
   server.on("tlsClientError", (error, socket) => {
     emit({ event: "refused", peer: socket.remoteAddress, reason: error.message });
@@ -66,7 +84,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
 async function handleSession(
   socket: TLSSocket,
   options: ReceiverOptions,
-  busy: Set<string>,
+  state: ReceiverState,
   emit: (event: Record<string, unknown>) => void,
 ): Promise<void> {
   const connection = new FramedConnection(socket);
@@ -74,6 +92,7 @@ async function handleSession(
   const identity = peerIdentity(socket);
   let staging: StagingArea | undefined;
   let lockKey: string | undefined;
+  let countedJob = false;
   const started = Date.now();
   try {
     // A peer that connects and says nothing is dropped; the timer must not outlive it.
@@ -85,17 +104,29 @@ async function handleSession(
         `this receiver speaks protocol version ${PROTOCOL_VERSION}; the client offered ${hello.versions.join(", ")}`,
       );
     }
-    if (
-      !identity ||
-      identity.site !== hello.site.toLowerCase() ||
-      identity.source !== hello.source.toLowerCase()
-    ) {
+    if (!identity || identity.site !== hello.site || identity.source !== hello.source) {
       throw new ProtocolError(
         "forbidden",
         `this client certificate is for source ${identity?.source ?? "(none)"} of site ${identity?.site ?? "(none)"}, ` +
           `not source ${hello.source} of site ${hello.site}; a source may only write under its own GUID`,
       );
     }
+    if (hello.role === "push" && options.suspendedSources?.includes(hello.source)) {
+      throw new ProtocolError(
+        "suspended",
+        `source ${hello.source} is suspended on this receiver (spec.suspendedSources of its OffsiteServer); ` +
+          "its versions are kept and can be compared and restored; remove it from the list to push again",
+      );
+    }
+    const limit = options.maxConcurrentJobs ?? DEFAULT_MAX_CONCURRENT_JOBS;
+    if (state.jobs >= limit) {
+      throw new ProtocolError(
+        "busy",
+        `the receiver is serving its limit of ${limit} jobs at once (maxConcurrentJobs); retry when one ends`,
+      );
+    }
+    state.jobs++;
+    countedJob = true;
     const layout = new SourceLayout(options.root, hello.site, hello.source);
     emit({
       event: "session",
@@ -108,7 +139,7 @@ async function handleSession(
     const current = layout.current();
 
     if (hello.role === "push") {
-      if (busy.has(layout.dir)) {
+      if (state.pushing.has(layout.dir)) {
         throw new ProtocolError(
           "busy",
           `a job for source ${hello.source} is already running; retry when it ends`,
@@ -116,7 +147,7 @@ async function handleSession(
       }
       // Only the session that took the lock releases it (in finally).
       lockKey = layout.dir;
-      busy.add(lockKey);
+      state.pushing.add(lockKey);
       staging = new StagingArea(layout, current);
       const resumed = staging.open();
       await connection.send(
@@ -176,7 +207,8 @@ async function handleSession(
     await connection.abort(code, message);
   } finally {
     staging?.close();
-    if (lockKey) busy.delete(lockKey);
+    if (lockKey) state.pushing.delete(lockKey);
+    if (countedJob) state.jobs--;
   }
 }
 

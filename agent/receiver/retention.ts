@@ -1,15 +1,13 @@
 /**
- * Which versions survive pruning (restic's and Velero's semantics): the newest `last`,
- * plus the newest version of each of the most recent `daily` days and `weekly` ISO weeks
- * that have one. The current version always survives. Pure: ids in, ids out.
+ * Which versions survive pruning (restic's and Velero's semantics): the newest `keepLast`,
+ * plus the newest version of each of the most recent `keepDaily` days, `keepWeekly` ISO
+ * weeks and `keepMonthly` months that have one. The current version always survives.
+ * Pure: ids in, ids out. The policy and its defaults are the contract's (one set of
+ * defaults for the OffsiteServer CRD and the receiver's flags).
  */
-export interface RetentionPolicy {
-  last: number;
-  daily: number;
-  weekly: number;
-}
+import { DEFAULT_RETENTION, type RetentionPolicy } from "../../contract/retention.ts";
 
-export const DEFAULT_RETENTION: RetentionPolicy = { last: 7, daily: 14, weekly: 8 };
+export { DEFAULT_RETENTION, type RetentionPolicy };
 
 function versionDate(id: string): Date {
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id)!;
@@ -27,7 +25,7 @@ function isoWeek(date: Date): string {
 /** The ids to keep, from `ids` (any order); everything else may be deleted. */
 export function versionsToKeep(ids: string[], policy: RetentionPolicy, current: string | null): Set<string> {
   const newestFirst = [...ids].sort().reverse();
-  const keep = new Set<string>(newestFirst.slice(0, policy.last));
+  const keep = new Set<string>(newestFirst.slice(0, policy.keepLast));
   if (current) keep.add(current);
   const byPeriod = (count: number, period: (d: Date) => string) => {
     const seen = new Set<string>();
@@ -39,7 +37,8 @@ export function versionsToKeep(ids: string[], policy: RetentionPolicy, current: 
       keep.add(id);
     }
   };
-  byPeriod(policy.daily, (d) => d.toISOString().slice(0, 10));
-  byPeriod(policy.weekly, isoWeek);
+  byPeriod(policy.keepDaily, (d) => d.toISOString().slice(0, 10));
+  byPeriod(policy.keepWeekly, isoWeek);
+  byPeriod(policy.keepMonthly, (d) => d.toISOString().slice(0, 7));
   return keep;
 }

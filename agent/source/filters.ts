@@ -1,35 +1,30 @@
 /**
  * The agent-side filters (PROTOCOL.md does not see them: filtered data never leaves the
- * source). Globs match the path relative to the source root with `path.matchesGlob`
- * (`**` crosses directories). Every file kept back is reported with its reason.
+ * source), with the options of contract/filters.ts. Globs match the path relative to the
+ * source root with `path.matchesGlob` (`**` crosses directories). Every file kept back
+ * is reported with its reason.
  */
 import { closeSync, openSync, readSync } from "node:fs";
-import { matchesGlob } from "node:path";
+import { extname, matchesGlob } from "node:path";
+import { NO_FILTERS, SCRIPT_EXTENSIONS, type FilterOptions } from "../../contract/filters.ts";
 
-export interface FilterOptions {
-  /** When non-empty, only files matching one of these are selected (directories are walked). */
-  include: string[];
-  /** Files and directories matching one of these are skipped (a directory with its contents). */
-  exclude: string[];
-  /** Files larger than this many bytes are skipped. */
-  maxFileSize?: number;
-  /** Stop executables and scripts, detected by content, and files matching firewallPatterns. */
-  firewall: boolean;
-  firewallPatterns: string[];
-}
-
-export const NO_FILTERS: FilterOptions = { include: [], exclude: [], firewall: false, firewallPatterns: [] };
+export { NO_FILTERS, type FilterOptions };
 
 export type FilterReason =
   "excluded" | "not-included" | "too-large" | "firewall-executable" | "firewall-script" | "firewall-pattern";
 
 const matchesAny = (path: string, globs: string[]) => globs.some((glob) => matchesGlob(path, glob));
+const scriptExtensions = new Set(SCRIPT_EXTENSIONS);
 
 export function excludedPath(path: string, options: FilterOptions): boolean {
   return options.exclude.length > 0 && matchesAny(path, options.exclude);
 }
 
-/** Why a regular file is kept back, or undefined when it is selected. `absolute` is read only for the firewall. */
+/**
+ * Why a regular file is kept back, or undefined when it is selected. `absolute` is read
+ * only for the firewall. The firewall's order: an allow pattern lets a file through, then
+ * block patterns, then the script extension, then the content (first four bytes).
+ */
 export function fileFilterReason(
   path: string,
   size: number,
@@ -39,11 +34,14 @@ export function fileFilterReason(
   if (excludedPath(path, options)) return "excluded";
   if (options.include.length > 0 && !matchesAny(path, options.include)) return "not-included";
   if (options.maxFileSize !== undefined && size > options.maxFileSize) return "too-large";
-  if (options.firewall) {
-    if (matchesAny(path, options.firewallPatterns)) return "firewall-pattern";
-    const kind = executableKind(readHead(absolute));
-    if (kind) return kind === "script" ? "firewall-script" : "firewall-executable";
-  }
+  const firewall = options.firewall;
+  if (!firewall.enabled || matchesAny(path, firewall.allowPatterns)) return undefined;
+  if (matchesAny(path, firewall.blockPatterns)) return "firewall-pattern";
+  if (firewall.blockScripts && scriptExtensions.has(extname(path).toLowerCase())) return "firewall-script";
+  if (!firewall.blockScripts && !firewall.blockExecutables) return undefined;
+  const kind = executableKind(readHead(absolute));
+  if (kind === "script") return firewall.blockScripts ? "firewall-script" : undefined;
+  if (kind) return firewall.blockExecutables ? "firewall-executable" : undefined;
   return undefined;
 }
 

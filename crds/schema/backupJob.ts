@@ -12,13 +12,10 @@ import {
   duration,
   fileFilters,
   guid,
-  intInRange,
   labelSelector,
   matchingString,
   objectName,
   observedGeneration,
-  retention,
-  size,
   withRules,
 } from "./fields.ts";
 
@@ -132,9 +129,6 @@ export const backupJobSpec = withRules(
     ).optional(),
     filters: fileFilters(),
     contentFirewall: contentFirewall(false),
-    retention: retention(
-      "Retention of this source's versions; the OffsiteServer's default when empty.",
-    ).optional(),
     compare: described(
       z.object({
         version: described(
@@ -155,17 +149,8 @@ export const backupJobSpec = withRules(
           z.string().min(1).max(4096),
           "Directory to restore into; source.path when empty. Existing files that differ are replaced.",
         ).optional(),
-        deleteExtra: described(z.boolean(), "Remove files that are not in the version.").default(false),
       }),
       "Options of a Restore run.",
-    ).optional(),
-    parallelStreams: described(
-      intInRange(1, 16, "parallelStreams must be between 1 and 16"),
-      "TLS connections one job uses in parallel.",
-    ).default(2),
-    bandwidthLimit: described(
-      size(),
-      "Upper bound on bytes per second sent, e.g. 50Mi; unlimited when empty.",
     ).optional(),
     activeDeadline: described(
       duration(),

@@ -1,5 +1,7 @@
 /**
- * Field builders shared by the three Offsite APIs.
+ * Field builders shared by the three Offsite APIs. What the agent reads too (GUIDs,
+ * sizes, durations, retention, glob patterns) comes from contract/, so the CRDs, the
+ * operator and the agent share one rule and one parser for each.
  *
  * Every rule that a person can break in YAML is written once here and enforced in
  * two places: by zod in TypeScript (the operator, the agent, the tests) and by the
@@ -10,6 +12,10 @@
  * cost estimator accepts the rule.
  */
 import { z } from "zod";
+import { GUID_MAX_LENGTH, GUID_PATTERN, guidRuleText } from "../../contract/guid.ts";
+import { globPattern } from "../../contract/filters.ts";
+import { retentionFields } from "../../contract/retention.ts";
+import { DURATION, QUANTITY } from "../../contract/units.ts";
 
 /** A CEL validation rule as the API server reads it from `x-kubernetes-validations`. */
 export interface CelRule {
@@ -92,8 +98,8 @@ export function objectName(what: string): z.ZodString {
 /**
  * A non-negative size in the Kubernetes quantity format (`10Gi`, `500M`, `1024`).
  * Accepts a YAML integer too, as `resources.requests` does, hence int-or-string.
+ * Parsed by the contract's sizeToBytes, the one size parser.
  */
-export const QUANTITY = /^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[kMGTPE])?$/;
 export function size(): z.ZodType<number | string> {
   const message = "must be a non-negative size in Kubernetes quantity format, such as 10Gi, 500Mi or 1G";
   return z.union([z.number().int().nonnegative(), z.string().max(64).regex(QUANTITY, message)]).meta({
@@ -106,44 +112,13 @@ export function size(): z.ZodType<number | string> {
   });
 }
 
-/** Parses a size written in Kubernetes quantity format into bytes. */
-export function sizeToBytes(value: number | string): number {
-  if (typeof value === "number") return value;
-  const match = /^([0-9.]+)([KMGTPE]i|[kMGTPE])?$/.exec(value);
-  if (!match || !QUANTITY.test(value)) throw new Error(`"${value}" is not a Kubernetes quantity (e.g. 10Gi)`);
-  const binary: Record<string, number> = {
-    Ki: 2 ** 10,
-    Mi: 2 ** 20,
-    Gi: 2 ** 30,
-    Ti: 2 ** 40,
-    Pi: 2 ** 50,
-    Ei: 2 ** 60,
-  };
-  const decimal: Record<string, number> = { k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18 };
-  const suffix = match[2] ?? "";
-  const factor = binary[suffix] ?? decimal[suffix] ?? 1;
-  return Math.round(Number(match[1]) * factor);
-}
-
 /** A duration in the format Kubernetes APIs use (Go's `time.Duration`): `30s`, `1h30m`, `500ms`. */
-export const DURATION = /^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$/;
 export function duration(): z.ZodString {
   return matchingString(
     DURATION,
     64,
     "must be a duration such as 30s, 5m, 1h30m or 500ms (units: ns, us, ms, s, m, h)",
   );
-}
-
-/** Parses a Kubernetes duration string into milliseconds. */
-export function durationToMs(value: string): number {
-  if (!DURATION.test(value)) throw new Error(`"${value}" is not a duration (e.g. 30s, 1h30m)`);
-  const unit: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
-  let total = 0;
-  for (const [, amount, , u] of value.matchAll(/([0-9]+(\.[0-9]+)?)(ns|us|ms|s|m|h)/g)) {
-    total += Number(amount) * (unit[u!] ?? 0);
-  }
-  return total;
 }
 
 /**
@@ -173,19 +148,9 @@ export function cronSchedule(): z.ZodString {
   );
 }
 
-/**
- * A GUID naming a site (source cluster) or a source (protected workload/volume) on the
- * receiver's disk. Kubernetes UIDs have this form; any lower-case letters, digits and
- * dashes are accepted so that standalone users can pick readable names, and nothing
- * that could walk a path (`/`, `.`) is.
- */
-export const GUID = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** A GUID naming a site or a source: the contract's one rule (contract/guid.ts), here with CEL. */
 export function guid(what: string): z.ZodString {
-  return matchingString(
-    GUID,
-    63,
-    `must identify ${what}: 1-63 lower-case letters, digits or '-' (a Kubernetes UID fits)`,
-  );
+  return matchingString(GUID_PATTERN, GUID_MAX_LENGTH, `must identify ${what}: ${guidRuleText}`);
 }
 
 /** A label selector, as in every Kubernetes API (`matchLabels` / `matchExpressions`). */
@@ -271,11 +236,11 @@ export function contentFirewall(defaultEnabled: boolean) {
           "Stop scripts recognised by content (a #! first line) and by extension (.sh, .php, .py, .pl, .js, ...).",
         ).default(true),
         blockPatterns: described(
-          z.array(z.string().min(1).max(1024)),
+          z.array(globPattern),
           "Extra glob patterns (relative to the data root) that are always stopped, e.g. **/*.phtml.",
         ).default([]),
         allowPatterns: described(
-          z.array(z.string().min(1).max(1024)),
+          z.array(globPattern),
           "Glob patterns exempt from the firewall, for files known to be safe.",
         ).default([]),
       })
@@ -295,11 +260,11 @@ export function fileFilters() {
     z
       .object({
         include: described(
-          z.array(z.string().min(1).max(1024)),
+          z.array(globPattern),
           "Glob patterns of files to include (relative to the data root); empty means everything.",
         ).default([]),
         exclude: described(
-          z.array(z.string().min(1).max(1024)),
+          z.array(globPattern),
           "Glob patterns of files to leave out; exclusion wins over inclusion.",
         ).default([]),
         maxFileSize: described(
@@ -312,23 +277,14 @@ export function fileFilters() {
   );
 }
 
-/** How many point-in-time versions the receiver keeps for a source. */
+/** How many point-in-time versions the receiver keeps for a source (contract/retention.ts). */
 export function retention(description: string) {
   return described(
     z.object({
-      keepLast: described(z.number().int().min(1).max(10000), "Keep the newest N versions.").optional(),
-      keepDaily: described(
-        z.number().int().min(0).max(10000),
-        "Keep the newest version of each of the last N days.",
-      ).optional(),
-      keepWeekly: described(
-        z.number().int().min(0).max(10000),
-        "Keep the newest version of each of the last N ISO weeks.",
-      ).optional(),
-      keepMonthly: described(
-        z.number().int().min(0).max(10000),
-        "Keep the newest version of each of the last N months.",
-      ).optional(),
+      keepLast: retentionFields.keepLast.optional(),
+      keepDaily: retentionFields.keepDaily.optional(),
+      keepWeekly: retentionFields.keepWeekly.optional(),
+      keepMonthly: retentionFields.keepMonthly.optional(),
     }),
     description,
   );

@@ -3,6 +3,8 @@
  * Service) that stores what local sites push, laid out `<site GUID>/<source GUID>/…`.
  */
 import { z } from "zod";
+import { DEFAULT_RETENTION } from "../../contract/retention.ts";
+import { DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_PORT } from "../../contract/roles.ts";
 import {
   conditions,
   described,
@@ -16,7 +18,7 @@ import {
   withRules,
 } from "./fields.ts";
 
-export const OFFSITE_DEFAULT_PORT = 5722;
+export const OFFSITE_DEFAULT_PORT = DEFAULT_PORT;
 
 const storage = withRules(
   described(
@@ -103,11 +105,11 @@ export const offsiteServerSpec = withRules(
     tls,
     retention: retention(
       "Default retention of versions for every source on this server; a BackupJob can override it for its source.",
-    ).default({ keepLast: 7, keepDaily: 7, keepWeekly: 4 }),
+    ).default(DEFAULT_RETENTION),
     maxConcurrentJobs: described(
       z.number().int().min(1).max(1024),
-      "Jobs the receiver accepts at once; further sources wait and retry.",
-    ).default(16),
+      "Jobs (push, compare and restore sessions) the receiver serves at once; one more is refused as busy and its agent retries later.",
+    ).default(DEFAULT_MAX_CONCURRENT_JOBS),
     suspendedSources: described(
       z.array(guid("a source")).max(1000),
       "Source GUIDs whose pushes are refused (reported as Suspended); their stored versions are kept.",

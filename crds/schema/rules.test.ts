@@ -1,7 +1,8 @@
 // The zod side of the validation rules; the API server side is in test/integration/crds.test.ts.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { CRON, DURATION, QUANTITY, durationToMs, sizeToBytes } from "./fields.ts";
+import { DURATION, QUANTITY, durationToMs, msToDuration, sizeToBytes } from "../../contract/units.ts";
+import { CRON } from "./fields.ts";
 import { backupJobSpec } from "./backupJob.ts";
 import { offsiteServerSpec } from "./offsiteServer.ts";
 import { replicationPairSpec } from "./replicationPair.ts";
@@ -44,6 +45,8 @@ describe("validation rules", () => {
     assert.equal(durationToMs("1h30m"), 90 * 60_000);
     assert.equal(durationToMs("500ms"), 500);
     assert.ok(!DURATION.test("5 minutes") && !DURATION.test("-1s") && !DURATION.test("1d"));
+    for (const ms of [1, 999, 1000, 90_000, 5_400_000, 3_600_000])
+      assert.equal(durationToMs(msToDuration(ms)), ms);
   });
 
   it("fills defaults like the API server does", () => {

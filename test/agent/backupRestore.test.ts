@@ -212,15 +212,20 @@ describe("offsite push / compare / restore against a receiver process", () => {
     );
     writeFileSync(join(source, "setup.txt"), "#!/bin/sh\nrm -rf /\n");
     writeFileSync(join(source, "tool.exe"), Buffer.concat([Buffer.from("MZ"), randomBytes(100)]));
-    writeFileSync(join(source, "macro.vbs"), "harmless text, stopped by pattern");
+    writeFileSync(join(source, "macro.txt"), "harmless text, stopped by pattern");
+    writeFileSync(join(source, "upload.php"), "<?php echo 1; ?>"); // a script by its extension
+    mkdirSync(join(source, "tools"), { recursive: true });
+    writeFileSync(join(source, "tools", "safe.sh"), "#!/bin/sh\necho allowed\n"); // exempt by --firewall-allow
     const report = await push(
       "--exclude",
       "**/*.tmp",
       "--max-file-size",
       "4Mi",
       "--firewall",
-      "--firewall-pattern",
-      "**/*.vbs",
+      "--firewall-block",
+      "**/macro.*",
+      "--firewall-allow",
+      "tools/**",
     );
     const filtered = Object.fromEntries(report.filtered.map((f) => [f.path, f.reason]));
     assert.deepEqual(filtered, {
@@ -229,8 +234,13 @@ describe("offsite push / compare / restore against a receiver process", () => {
       "photo.jpg": "firewall-executable",
       "setup.txt": "firewall-script",
       "tool.exe": "firewall-executable",
-      "macro.vbs": "firewall-pattern",
+      "macro.txt": "firewall-pattern",
+      "upload.php": "firewall-script",
     });
+    assert.equal(
+      readFileSync(join(sourceDir(), "current", "tree", "tools", "safe.sh"), "utf8"),
+      "#!/bin/sh\necho allowed\n",
+    );
     const stored = join(sourceDir(), "current", "tree");
     for (const path of Object.keys(filtered)) assert.equal(existsSync(join(stored, path)), false, path);
     const job = JSON.parse(readFileSync(join(sourceDir(), "current", "job.json"), "utf8")) as {
@@ -240,10 +250,11 @@ describe("offsite push / compare / restore against a receiver process", () => {
       excluded: 1,
       "too-large": 1,
       "firewall-executable": 2,
-      "firewall-script": 1,
+      "firewall-script": 2,
       "firewall-pattern": 1,
     });
     for (const path of Object.keys(filtered)) rmSync(join(source, path));
+    rmSync(join(source, "tools"), { recursive: true });
   });
 
   it("prunes old versions by retention and keeps the data the survivors share", async () => {
@@ -254,6 +265,8 @@ describe("offsite push / compare / restore against a receiver process", () => {
       "--keep-daily",
       "0",
       "--keep-weekly",
+      "0",
+      "--keep-monthly",
       "0",
     ]);
     to = `127.0.0.1:${receiver.port}`;

@@ -147,6 +147,30 @@ describe("the Offsite CRDs on a real API server", () => {
       assert.match(error, /primary and standby must be different workloads/);
     });
 
+    it("a GUID that breaks the one GUID rule, naming the field; readable GUIDs are accepted", async () => {
+      // The same rule as the agent's (contract/guid.ts): test/agent/receiverPolicies.test.ts
+      // pushes as site shop-eu / source orders-db and proves the receiver accepts them.
+      const job = await refused("BackupJob", "bad-guid", {
+        ...validJob,
+        source: { ...validJob.source, guid: "Orders_DB" },
+      });
+      assert.match(job, /spec\.source\.guid/);
+      assert.match(job, /lower-case letters, digits or '-'/);
+      const site = await refused("BackupJob", "bad-site", { ...validJob, siteGUID: "shop.eu" });
+      assert.match(site, /spec\.siteGUID/);
+      const suspended = await refused("OffsiteServer", "bad-suspended", { suspendedSources: ["../x"] });
+      assert.match(suspended, /spec\.suspendedSources\[0\]/);
+      const accepted = await cluster.kubectl(
+        ["create", "-n", cluster.namespace, "-f", "-"],
+        manifest("BackupJob", "readable-guid", {
+          ...validJob,
+          siteGUID: "shop-eu",
+          source: { ...validJob.source, guid: "orders-db" },
+        }),
+      );
+      assert.equal(accepted.code, 0, accepted.stderr);
+    });
+
     it("an unknown field", async () => {
       const error = await refused("OffsiteServer", "unknown-field", { port: 5722, prot: 5723 });
       assert.match(error, /unknown field "spec\.prot"/);

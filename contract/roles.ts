@@ -1,0 +1,158 @@
+/**
+ * The options of each agent role, as flag tables (flags.ts): the `offsite` CLI parses
+ * them, the operator renders container arguments from them, and a test runs every
+ * rendered argument list back through the agent's parser.
+ *
+ * The one subtle point: the receiver's options are what an OffsiteServer's spec says
+ * (retention, concurrency, suspended sources), so a field added to that CRD must appear
+ * here or it would silently never reach the receiver.
+ */
+import { DEFAULT_RETENTION, RETENTION_LIMIT, type RetentionPolicy } from "./retention.ts";
+import type { FilterOptions } from "./filters.ts";
+import { flags, type OptionsOf } from "./flags.ts";
+
+export const DEFAULT_PORT = 5722;
+export const DEFAULT_MAX_CONCURRENT_JOBS = 16;
+
+/** Files of a certificate directory (`--certs DIR`), and the keys of a TLS Secret. */
+export const CERT_FILES = { ca: "ca.crt", cert: "tls.crt", key: "tls.key" } as const;
+
+const retentionCount = (what: string, min: number, fallback: number) =>
+  flags.integer(what, { min, max: RETENTION_LIMIT }, { default: fallback });
+
+export const receiveFlags = {
+  root: flags.text("Directory of the store: DIR/<site GUID>/<source GUID>/ holds a source's versions.", {
+    required: true,
+    placeholder: "DIR",
+  }),
+  certs: flags.text("Directory with ca.crt, tls.crt and tls.key (the receiver's certificate and its CA).", {
+    required: true,
+    placeholder: "DIR",
+  }),
+  host: flags.text("Address to listen on.", { default: "0.0.0.0", placeholder: "ADDRESS" }),
+  port: flags.integer(
+    "TCP port to listen on (0: any free port).",
+    { min: 0, max: 65535 },
+    { default: DEFAULT_PORT },
+  ),
+  keepLast: retentionCount("Keep each source's newest N versions.", 1, DEFAULT_RETENTION.keepLast),
+  keepDaily: retentionCount(
+    "Also keep the newest version of each of the last N days.",
+    0,
+    DEFAULT_RETENTION.keepDaily,
+  ),
+  keepWeekly: retentionCount("... of each of the last N ISO weeks.", 0, DEFAULT_RETENTION.keepWeekly),
+  keepMonthly: retentionCount("... of each of the last N months.", 0, DEFAULT_RETENTION.keepMonthly),
+  maxConcurrentJobs: flags.integer(
+    "Jobs (push, compare, restore sessions) served at once; one more is refused as busy.",
+    { min: 1, max: 1024 },
+    { default: DEFAULT_MAX_CONCURRENT_JOBS },
+  ),
+  suspendedSources: flags.guids("A source whose pushes are refused as suspended (repeat the flag).", {
+    flag: "suspended-source",
+  }),
+};
+export type ReceiveOptions = OptionsOf<typeof receiveFlags>;
+
+export function retentionOf(options: ReceiveOptions): RetentionPolicy {
+  const { keepLast, keepDaily, keepWeekly, keepMonthly } = options;
+  return { keepLast, keepDaily, keepWeekly, keepMonthly };
+}
+
+/** Who the client is on a receiver: its certificate directory and, optionally, GUIDs that override it. */
+const identityFlags = {
+  certs: flags.text("Directory with this source's client certificate (ca.crt, tls.crt, tls.key).", {
+    placeholder: "DIR",
+  }),
+  site: flags.guid("Site GUID; the client certificate's O when absent."),
+  source: flags.guid(
+    "Source GUID; the client certificate's CN when absent (for a local DIR: derived from SRC).",
+  ),
+};
+
+/** What a sending job selects; filters run on the agent, so filtered data never leaves. */
+const selectionFlags = {
+  include: flags.texts("Only files matching this glob (repeat; '**' crosses directories).", {
+    placeholder: "GLOB",
+  }),
+  exclude: flags.texts("Leave out files and directories matching this glob (repeat).", {
+    placeholder: "GLOB",
+  }),
+  maxFileSize: flags.size("Leave out files larger than this (e.g. 1Gi)."),
+  firewall: flags.switch("Content firewall: stop executables and scripts (by content) from crossing."),
+  firewallExecutables: flags.switch("The firewall stops ELF, PE and Mach-O binaries.", { default: true }),
+  firewallScripts: flags.switch("The firewall stops scripts (#! or a script extension).", { default: true }),
+  firewallBlock: flags.texts("The firewall also stops files matching this glob (repeat).", {
+    placeholder: "GLOB",
+  }),
+  firewallAllow: flags.texts("The firewall lets files matching this glob through (repeat).", {
+    placeholder: "GLOB",
+  }),
+  checksum: flags.switch("Hash every file instead of trusting size, mtime and mode."),
+};
+
+export const pushFlags = {
+  to: flags.text("The receiver (HOST:PORT, with --certs) or a local directory.", {
+    required: true,
+    placeholder: "HOST:PORT|DIR",
+  }),
+  ...identityFlags,
+  ...selectionFlags,
+};
+export type PushOptions = OptionsOf<typeof pushFlags>;
+
+export const compareFlags = {
+  ...pushFlags,
+  version: flags.text("The version to compare with; the newest when absent.", { placeholder: "VERSION" }),
+};
+export type CompareOptions = OptionsOf<typeof compareFlags>;
+
+export const restoreFlags = {
+  from: flags.text("The receiver (HOST:PORT, with --certs) or a local directory.", {
+    required: true,
+    placeholder: "HOST:PORT|DIR",
+  }),
+  ...identityFlags,
+  version: flags.text("The version to restore; the newest when absent.", { placeholder: "VERSION" }),
+};
+export type RestoreOptions = OptionsOf<typeof restoreFlags>;
+
+export const certsFlags = {
+  out: flags.text("Directory for the CA (DIR/ca, reused), receiver and source certificates.", {
+    required: true,
+    placeholder: "DIR",
+  }),
+  hosts: flags.texts("A DNS name or IP the receiver's certificate is valid for (repeat).", {
+    flag: "host",
+    placeholder: "NAME",
+  }),
+  site: flags.guid("Site GUID of the client certificates; a new random one when absent."),
+  sources: flags.guids("Issue a client certificate for this source (repeat).", { flag: "source" }),
+};
+export type CertsOptions = OptionsOf<typeof certsFlags>;
+
+/** The filters a push or compare runs with, from its options. */
+export function filterOptionsOf(options: PushOptions | CompareOptions): FilterOptions {
+  return {
+    include: options.include,
+    exclude: options.exclude,
+    ...(options.maxFileSize !== undefined ? { maxFileSize: options.maxFileSize } : {}),
+    firewall: {
+      enabled: options.firewall,
+      blockExecutables: options.firewallExecutables,
+      blockScripts: options.firewallScripts,
+      blockPatterns: options.firewallBlock,
+      allowPatterns: options.firewallAllow,
+    },
+  };
+}
+
+/** Every role's table, for the CLI's dispatch and the round-trip test. */
+export const ROLE_FLAGS = {
+  receive: receiveFlags,
+  push: pushFlags,
+  compare: compareFlags,
+  restore: restoreFlags,
+  certs: certsFlags,
+} as const;
+export type Role = keyof typeof ROLE_FLAGS;

@@ -1,0 +1,78 @@
+/**
+ * The receiver container's command line, for several OffsiteServer specs, run through
+ * the agent's own parser: what the operator renders is what the agent accepts, and every
+ * spec field meant for the receiver arrives with its value.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { DEFAULT_RETENTION } from "../../contract/retention.ts";
+import { agentCommandLineOf } from "../../test/contract/agentCommandLine.ts";
+import { desiredStatefulSet, RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR } from "./desiredState.ts";
+import { anOffsiteServer } from "./fixtures.ts";
+
+function receiverCommandLine(fields: Record<string, unknown>) {
+  const server = anOffsiteServer().with(fields);
+  const sts = desiredStatefulSet({
+    server: server.identity(),
+    spec: server.spec(),
+    defaultImage: "offsite/agent:test",
+    tlsChecksum: "c1",
+  });
+  const pod = sts.spec!.template.spec!;
+  const container = pod.containers[0]!;
+  const mounts = Object.fromEntries((container.volumeMounts ?? []).map((m) => [m.name, m.mountPath]));
+  return { commandLine: agentCommandLineOf(container), container, mounts };
+}
+
+describe("the receiver's command line", () => {
+  it("is accepted by the agent for the defaults, with the contract's defaults", () => {
+    const { commandLine, mounts } = receiverCommandLine({});
+    assert.equal(commandLine.role, "receive");
+    assert.deepEqual(commandLine.options, {
+      root: RECEIVER_DATA_DIR,
+      certs: RECEIVER_CERTS_DIR,
+      host: "0.0.0.0",
+      port: 5722,
+      ...DEFAULT_RETENTION,
+      maxConcurrentJobs: 16,
+      suspendedSources: [],
+    });
+    // The paths it names are where the volumes are mounted.
+    assert.equal(mounts.data, RECEIVER_DATA_DIR);
+    assert.equal(mounts.tls, RECEIVER_CERTS_DIR);
+  });
+
+  const specs: [string, Record<string, unknown>, Record<string, unknown>][] = [
+    ["a port", { port: 6000 }, { port: 6000 }],
+    [
+      "a full retention",
+      { retention: { keepLast: 3, keepDaily: 0, keepWeekly: 2, keepMonthly: 12 } },
+      { keepLast: 3, keepDaily: 0, keepWeekly: 2, keepMonthly: 12 },
+    ],
+    [
+      "a partial retention (the rest from the defaults)",
+      { retention: { keepLast: 30 } },
+      { ...DEFAULT_RETENTION, keepLast: 30 },
+    ],
+    ["a concurrency limit", { maxConcurrentJobs: 1 }, { maxConcurrentJobs: 1 }],
+    [
+      "suspended sources, UID and readable forms",
+      { suspendedSources: ["orders-db", "0b5e3c1a-7d2f-4c9e-8a61-3f0d2b7e9c44"] },
+      { suspendedSources: ["orders-db", "0b5e3c1a-7d2f-4c9e-8a61-3f0d2b7e9c44"] },
+    ],
+  ];
+  for (const [what, fields, expected] of specs) {
+    it(`carries ${what} to the agent`, () => {
+      const { commandLine, container } = receiverCommandLine(fields);
+      for (const [key, value] of Object.entries(expected))
+        assert.deepEqual(commandLine.options[key], value, `${key} in ${container.args?.join(" ")}`);
+    });
+  }
+
+  it("fails the check for an argument the agent does not know", () => {
+    assert.throws(
+      () => agentCommandLineOf({ name: "receiver", args: ["receive", "--root=/data", "--tls-cert=/x"] }),
+      /the agent refuses container receiver's args .*Unknown option '--tls-cert'/,
+    );
+  });
+});

@@ -1,0 +1,122 @@
+/**
+ * What agents report back to the operator, and what the operator asks of them: the
+ * messages of the control channel specified in agent/CONTROL.md (the data session is
+ * agent/PROTOCOL.md). Both sides validate with these schemas; a message that does not
+ * parse is reported in status as Unknown with the parse error, never acted upon.
+ *
+ * The one subtle point: every message names the agent's identity and, for a pair, the
+ * epoch it acts in, so the operator can tell a late report of an old primary from a
+ * current one (fencing, when failover comes).
+ */
+import { z } from "zod";
+import { globPattern } from "./filters.ts";
+import { guidSchema } from "./guid.ts";
+
+export const CONTROL_API_VERSION = "v1";
+/** The default port of an agent's control endpoint (the data session's is 5722). */
+export const DEFAULT_CONTROL_PORT = 5723;
+
+const guid = guidSchema();
+const timestamp = z.iso.datetime();
+const count = z.number().int().nonnegative();
+const versionId = z.string().regex(/^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/);
+
+/** GET /v1/receiver: a receiver's facts about its own disk. */
+export const receiverReport = z.strictObject({
+  reportedAt: timestamp,
+  /** The data volume as statfs sees it. */
+  volume: z.strictObject({ totalBytes: count, usedBytes: count }),
+  jobsRunning: count,
+  sources: z
+    .array(
+      z.strictObject({
+        site: guid,
+        source: guid,
+        /** When a session of this source last ended, whatever its outcome. */
+        lastSessionAt: timestamp.optional(),
+        lastOutcome: z.enum(["committed", "compared", "restored", "failed", "refused"]).optional(),
+        versions: count,
+        latestVersion: versionId.optional(),
+        bytesStored: count,
+      }),
+    )
+    .max(100_000),
+});
+export type ReceiverReport = z.infer<typeof receiverReport>;
+
+/** POST /v1/jobs: the whole job in one request (the BackupJob controller sends it). */
+export const jobRequest = z.strictObject({
+  /** The operator's run id; a request with the id of a running or finished job attaches to it. */
+  jobId: z.string().min(1).max(128),
+  mode: z.enum(["push", "compare", "restore"]),
+  site: guid,
+  source: guid,
+  /** The directory inside the agent's view of the volume. */
+  path: z.string().min(1).max(4096),
+  target: z.strictObject({
+    endpoint: z.string().min(1).max(300),
+    caCertificate: z.string().min(1).max(16384),
+  }),
+  filters: z.strictObject({
+    include: z.array(globPattern).max(1000),
+    exclude: z.array(globPattern).max(1000),
+    maxFileSize: count.optional(),
+  }),
+  contentFirewall: z.strictObject({
+    enabled: z.boolean(),
+    blockExecutables: z.boolean(),
+    blockScripts: z.boolean(),
+    blockPatterns: z.array(globPattern).max(1000),
+    allowPatterns: z.array(globPattern).max(1000),
+  }),
+  checksum: z.boolean(),
+  /** compare and restore: the version; the newest when absent. */
+  version: versionId.optional(),
+  /** The run is abandoned (and resumes next time) past this many milliseconds. */
+  deadlineMs: z.number().int().positive(),
+});
+export type JobRequest = z.infer<typeof jobRequest>;
+
+/** One line of the job's NDJSON stream while it runs. */
+export const jobProgress = z.strictObject({
+  type: z.literal("progress"),
+  jobId: z.string().max(128),
+  at: timestamp,
+  phase: z.enum(["scanning", "sending", "committing"]),
+  filesDone: count,
+  filesTotal: count,
+  bytesDone: count,
+  bytesTotal: count,
+});
+
+/** The last line of the stream: how the job ended. */
+export const jobResult = z.strictObject({
+  type: z.literal("result"),
+  jobId: z.string().max(128),
+  at: timestamp,
+  /** partial: the job completed without some entries, each listed in `problems`. */
+  outcome: z.enum(["succeeded", "partial", "failed"]),
+  version: versionId.optional(),
+  /** For a failure: the protocol's or the agent's stable code (busy, suspended, disk-full, ...). */
+  code: z.string().max(64).optional(),
+  message: z.string().max(4096).optional(),
+  files: z.strictObject({ scanned: count, changed: count, deleted: count, filtered: count }),
+  bytes: z.strictObject({ sent: count, changed: count }),
+  problems: z.array(z.strictObject({ path: z.string().max(4096), reason: z.string().max(256) })).max(1000),
+});
+export const jobEvent = z.discriminatedUnion("type", [jobProgress, jobResult]);
+export type JobEvent = z.infer<typeof jobEvent>;
+
+/** One line of GET /v1/heartbeat?watch=1, every heartbeatInterval (replicate and standby roles). */
+export const heartbeat = z.strictObject({
+  at: timestamp,
+  role: z.enum(["primary", "standby"]),
+  /** The epoch of the pair the agent acts in; the operator raises it at each failover. */
+  epoch: z.number().int().nonnegative(),
+  healthy: z.boolean(),
+  /** primary: changes not yet durable on the standby; standby: the newest change applied. */
+  pendingChanges: count,
+  lastAppliedAt: timestamp.optional(),
+  message: z.string().max(1024).optional(),
+});
+export type Heartbeat = z.infer<typeof heartbeat>;

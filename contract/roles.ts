@@ -91,11 +91,17 @@ const selectionFlags = {
   checksum: flags.switch("Hash every file instead of trusting size, mtime and mode."),
 };
 
-export const pushFlags = {
-  to: flags.text("The receiver (HOST:PORT, with --certs) or a local directory.", {
+/** --to / --from: where the job goes or comes from. */
+const receiverAddress = () =>
+  flags.text("The receiver (HOST:PORT, with --certs) or a local directory.", {
     required: true,
     placeholder: "HOST:PORT|DIR",
-  }),
+  });
+const versionFlag = (what: string) =>
+  flags.text(`The version to ${what}; the newest when absent.`, { placeholder: "VERSION" });
+
+export const pushFlags = {
+  to: receiverAddress(),
   ...identityFlags,
   ...selectionFlags,
 };
@@ -103,17 +109,14 @@ export type PushOptions = OptionsOf<typeof pushFlags>;
 
 export const compareFlags = {
   ...pushFlags,
-  version: flags.text("The version to compare with; the newest when absent.", { placeholder: "VERSION" }),
+  version: versionFlag("compare with"),
 };
 export type CompareOptions = OptionsOf<typeof compareFlags>;
 
 export const restoreFlags = {
-  from: flags.text("The receiver (HOST:PORT, with --certs) or a local directory.", {
-    required: true,
-    placeholder: "HOST:PORT|DIR",
-  }),
+  from: receiverAddress(),
   ...identityFlags,
-  version: flags.text("The version to restore; the newest when absent.", { placeholder: "VERSION" }),
+  version: versionFlag("restore"),
 };
 export type RestoreOptions = OptionsOf<typeof restoreFlags>;
 

@@ -6,14 +6,13 @@
 import { parseArgs } from "node:util";
 import { hostname } from "node:os";
 import { z } from "zod";
+import { DURATION, durationToMs } from "../../contract/units.ts";
 
+// The one duration format and parser (contract/units.ts), as in the CRDs and the agent.
 const durationMs = z
   .string()
-  .regex(/^\d+(ms|s|m)$/, "must be a duration like 500ms, 15s or 2m")
-  .transform((value) => {
-    const [, amount, unit] = /^(\d+)(ms|s|m)$/.exec(value)!;
-    return Number(amount) * { ms: 1, s: 1000, m: 60_000 }[unit as "ms" | "s" | "m"];
-  });
+  .regex(DURATION, "must be a duration like 500ms, 15s, 2m or 1h30m")
+  .transform((value) => durationToMs(value));
 
 const configSchema = z
   .object({

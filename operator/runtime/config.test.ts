@@ -21,7 +21,7 @@ describe("operator configuration", () => {
   it("refuses bad values naming the flag and what it takes", () => {
     assert.throws(
       () => loadConfig(["--lease-duration=soon"], {}),
-      /--lease-duration: must be a duration like 500ms, 15s or 2m/,
+      /--lease-duration: must be a duration like 500ms, 15s, 2m or 1h30m/,
     );
     assert.throws(
       () => loadConfig(["--renew-deadline=20s"], {}),

@@ -1,15 +1,19 @@
 /**
  * `offsite compare`: how the source differs from a stored version, without sending file
- * data — only the receiver's entries travel. Files whose size and mtime match are taken as
- * equal unless `checksum` is set; the others are hashed locally and compared by SHA-256.
+ * data — only the receiver's entries travel. Each entry is judged by whatChanged
+ * (source/whatChanged.ts), the same decision push acts on, so compare reports a
+ * difference exactly where the next push would record one: content, type and symlink
+ * target changes under `changed`, mode and mtime changes (a chmod, a touch, a directory
+ * whose contents changed) under `metadata`. Files whose size and mtime match are taken
+ * as equal unless `checksum` is set; a file that only its hash can judge is hashed
+ * locally.
  */
-import { createHash } from "node:crypto";
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
-import { INLINE_MAX } from "../protocol/messages.ts";
 import { excludedPath, type FilterOptions } from "../source/filters.ts";
+import { hashFile } from "../source/hashFile.ts";
 import { isVanished, scanTree } from "../source/scanTree.ts";
+import { type MetadataAspect, whatChanged } from "../source/whatChanged.ts";
 
 export interface CompareOptions {
   source: string;
@@ -23,11 +27,17 @@ export interface CompareOptions {
 
 export interface CompareReport {
   version: string;
+  /** Nothing differs: every list below is empty (exit status 0). */
   match: boolean;
   /** In the source, not in the version (the next push adds them). */
   added: string[];
   /** In both, with different content, type or symlink target. */
   changed: string[];
+  /**
+   * In both with the same content (or target), but another mode or mtime: the next push
+   * records the new metadata, sending no data.
+   */
+  metadata: { path: string; aspects: MetadataAspect[] }[];
   /** In the version, gone from the source (the next push deletes them). */
   missing: string[];
   /** In the version, but the current filters exclude them from the source. */
@@ -50,35 +60,41 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
     match: true,
     added: [],
     changed: [],
+    metadata: [],
     missing: [],
     extra: [],
     filtered: scan.filtered,
   };
+  const checksum = options.checksum ?? false;
   const filteredPaths = new Set(scan.filtered.map((f) => f.path));
   const seen = new Set<string>();
   for (const entry of scan.entries) {
-    if (entry.type === "dir") {
-      seen.add(entry.path);
-      if (stored.get(entry.path)?.type !== "dir") report.added.push(entry.path);
-      continue;
-    }
     seen.add(entry.path);
     const known = stored.get(entry.path);
-    if (!known) report.added.push(entry.path);
-    else if (entry.type === "symlink") {
-      if (known.type !== "symlink" || known.target !== entry.target) report.changed.push(entry.path);
-    } else if (known.type !== "file" || known.size !== entry.size) report.changed.push(entry.path);
-    else if (options.checksum || known.mtime !== entry.mtime) {
-      let sha256: string;
+    let change = whatChanged(entry, known, { checksum });
+    if (change.kind === "needs-hash") {
+      let localSha256: string;
       try {
-        sha256 = hashFile(join(options.source, entry.path), entry.size);
+        localSha256 = hashFile(join(options.source, entry.path), entry.type === "file" ? entry.size : 0);
       } catch (error) {
         if (!isVanished(error)) throw error;
         // Gone since the scan: the source no longer has it (reported as missing below).
         seen.delete(entry.path);
         continue;
       }
-      if (sha256 !== known.sha256) report.changed.push(entry.path);
+      change = whatChanged(entry, known, { checksum, localSha256 });
+    }
+    switch (change.kind) {
+      case "unchanged":
+        break;
+      case "new":
+        report.added.push(entry.path);
+        break;
+      case "metadata":
+        report.metadata.push({ path: entry.path, aspects: change.aspects });
+        break;
+      default:
+        report.changed.push(entry.path);
     }
   }
   for (const path of stored.keys()) {
@@ -87,22 +103,11 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
     else report.missing.push(path);
   }
   report.match =
-    report.added.length + report.changed.length + report.missing.length + report.extra.length === 0;
+    report.added.length +
+      report.changed.length +
+      report.metadata.length +
+      report.missing.length +
+      report.extra.length ===
+    0;
   return report;
-}
-
-/** A file's SHA-256, read in 1 MiB blocks (no chunking: compare needs only the whole). */
-function hashFile(path: string, size: number): string {
-  if (size <= INLINE_MAX) return createHash("sha256").update(readFileSync(path)).digest("hex");
-  const hash = createHash("sha256");
-  const buffer = Buffer.allocUnsafe(1024 * 1024);
-  const fd = openSync(path, "r");
-  try {
-    for (let read = readSync(fd, buffer); read > 0; read = readSync(fd, buffer)) {
-      hash.update(buffer.subarray(0, read));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest("hex");
 }

@@ -2,8 +2,14 @@
  * `offsite push`: one backup job in one session. Scan and filter the source, learn what
  * the receiver has (its entries arrive once, up front), then stream only the difference —
  * deletions, then directories, links and file content in path order — without waiting
- * for any acknowledgement until Commit. Unchanged files (same size and mtime) are not
- * read; a changed large file sends only chunks its previous version lacks.
+ * for any acknowledgement until Commit.
+ *
+ * What counts as a difference is decided by whatChanged (source/whatChanged.ts), the
+ * decision compare reports, so a push records a change exactly where compare said the
+ * trees differ. Unchanged files (same size, mtime and mode) are not read; a file whose
+ * content is the same but whose mode or mtime is not travels as a Link to itself (no
+ * data); a changed large file sends only chunks its previous version lacks. With
+ * `checksum`, every file is hashed first and its hash decides.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
@@ -11,7 +17,9 @@ import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import { encodeJson, type FileEntry, INLINE_MAX } from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
-import { isVanished, scanTree } from "../source/scanTree.ts";
+import { hashFile } from "../source/hashFile.ts";
+import { isVanished, scanTree, type SourceEntry } from "../source/scanTree.ts";
+import { whatChanged } from "../source/whatChanged.ts";
 import {
   chunkOffsets,
   readSmallFile,
@@ -54,6 +62,8 @@ export interface PushReport {
   pruned: string[];
   ms: number;
 }
+
+type FileSourceEntry = Extract<SourceEntry, { type: "file" }>;
 
 export async function pushJob(options: PushOptions): Promise<PushReport> {
   const started = Date.now();
@@ -106,10 +116,19 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     };
     let lastReport = 0;
     const scratch = smallFileScratch();
+    /** The receiver has the bytes at `from` of its base: `entry` travels as a Link. */
+    const sendLink = async (entry: FileSourceEntry, from: string, sha256: string) => {
+      await connection.send(
+        encodeJson(FrameType.Link, { path: entry.path, from, mtime: entry.mtime, mode: entry.mode, sha256 }),
+      );
+      report.files.linked++;
+    };
+    const checksum = options.checksum ?? false;
     for (const entry of scan.entries) {
       const known = entries.get(entry.path);
+      let change = whatChanged(entry, known, { checksum });
       if (entry.type === "dir") {
-        if (known?.type !== "dir" || known.mtime !== entry.mtime || known.mode !== entry.mode) {
+        if (change.kind !== "unchanged") {
           await connection.send(
             encodeJson(FrameType.Directory, { path: entry.path, mtime: entry.mtime, mode: entry.mode }),
           );
@@ -117,7 +136,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         continue;
       }
       if (entry.type === "symlink") {
-        if (known?.type !== "symlink" || known.target !== entry.target || known.mtime !== entry.mtime) {
+        if (change.kind !== "unchanged") {
           await connection.send(
             encodeJson(FrameType.Symlink, { path: entry.path, mtime: entry.mtime, target: entry.target }),
           );
@@ -125,49 +144,49 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         continue;
       }
       const absolute = join(options.source, entry.path);
-      const sameStat =
-        known?.type === "file" &&
-        known.size === entry.size &&
-        known.mtime === entry.mtime &&
-        known.mode === entry.mode;
-      // A small file is read whole; one that grew past INLINE_MAX since the scan goes as a large one.
+      // A small file is read whole (it travels whole unless the receiver has its bytes); a
+      // large one only in checksum mode, to be hashed, because the hash alone decides there.
       let content: Buffer | undefined;
-      if (!(sameStat && !options.checksum) && entry.size <= INLINE_MAX) {
+      let sha256: string | undefined;
+      if (change.kind !== "unchanged" && change.kind !== "metadata") {
         try {
-          content = readSmallFile(absolute, scratch);
+          if (entry.size <= INLINE_MAX) {
+            content = readSmallFile(absolute, scratch);
+            // One that grew past INLINE_MAX since the scan goes as a large one.
+            if (content.length <= INLINE_MAX) {
+              sha256 = createHash("sha256").update(content).digest("hex");
+              change = whatChanged({ ...entry, size: content.length }, known, {
+                checksum,
+                localSha256: sha256,
+              });
+            }
+          } else if (change.kind === "needs-hash" && checksum) {
+            change = whatChanged(entry, known, { checksum, localSha256: hashFile(absolute, entry.size) });
+          }
         } catch (error) {
           if (!isVanished(error)) throw error;
           await vanishedFile(entry.path);
           continue;
         }
       }
-      if (sameStat && !options.checksum) {
+      if (change.kind === "unchanged") {
         report.files.unchanged++;
-      } else if (content && content.length <= INLINE_MAX) {
-        const sha256 = createHash("sha256").update(content).digest("hex");
-        const header = {
-          path: entry.path,
-          size: content.length,
-          mtime: entry.mtime,
-          mode: entry.mode,
-          sha256,
-        };
-        if (known?.type === "file" && known.sha256 === sha256 && sameStat) {
-          report.files.unchanged++;
-        } else if (byHash.has(sha256)) {
-          // The receiver has these bytes already (a rename, a copy, or only metadata changed).
-          const from = byHash.get(sha256)!.path;
-          await connection.send(
-            encodeJson(FrameType.Link, {
-              path: entry.path,
-              from,
-              mtime: entry.mtime,
-              mode: entry.mode,
-              sha256,
-            }),
-          );
-          report.files.linked++;
+      } else if (change.kind === "metadata" && known?.type === "file") {
+        // The receiver has exactly these bytes at this path: only the metadata travels.
+        await sendLink(entry, known.path, known.sha256);
+      } else if (content && sha256 !== undefined) {
+        const from = byHash.get(sha256);
+        if (from) {
+          // The receiver has these bytes already (a rename or a copy).
+          await sendLink(entry, from.path, sha256);
         } else {
+          const header = {
+            path: entry.path,
+            size: content.length,
+            mtime: entry.mtime,
+            mode: entry.mode,
+            sha256,
+          };
           await sendSmallFile(connection, header, content);
           report.files.sent++;
           report.bytes.content += content.length;

@@ -185,9 +185,14 @@ async function runCompare(positionals: string[], options: CompareOptions, output
   const { target, job } = await openJob("compare", positionals, options);
   try {
     const report = await compareJob({ ...job, ...(options.version ? { version: options.version } : {}) });
-    const lines = (["added", "changed", "missing", "extra"] as const).flatMap((kind) =>
-      report[kind].map((path) => `${kind.padEnd(8)} ${path}`),
-    );
+    const lines = [
+      ...(["added", "changed", "missing", "extra"] as const).flatMap((kind) =>
+        report[kind].map((path) => `${kind.padEnd(8)} ${path}`),
+      ),
+      ...report.metadata.map(
+        ({ path, aspects }) => `${"metadata".padEnd(8)} ${path} (${aspects.join(", ")})`,
+      ),
+    ];
     output.result(
       report,
       report.match

@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "helm/**", "crds/generated/**"] },
+  { ignores: ["node_modules/**", "helm/offsite/templates/**", "helm/offsite/files/**", "crds/generated/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -10,8 +10,9 @@ step "types (tsc)";               tsc --noEmit -p tsconfig.json
 step "lint (eslint)";             eslint --max-warnings=0 .
 step "format (prettier --check)"; prettier --check . >/dev/null || { prettier --check . ; echo "run: npm run format" >&2; exit 1; }
 step "generated CRDs are current"; node crds/generate.ts --check
+step "chart copies are current";  node helm/syncChartFiles.ts --check
 step "tests (node --test)"
 # Integration suites each start their own control plane; two at a time suits 2 cores.
 exec node --test --test-concurrency=2 --test-timeout=600000 \
-  "contract/**/*.test.ts" "pki/**/*.test.ts" "crds/**/*.test.ts" "operator/**/*.test.ts" "agent/**/*.test.ts" \
+  "contract/**/*.test.ts" "pki/**/*.test.ts" "crds/**/*.test.ts" "operator/**/*.test.ts" "agent/**/*.test.ts" "helm/**/*.test.ts" \
   "test/*.test.ts" "test/cluster/**/*.test.ts" "test/agent/**/*.test.ts" "test/integration/**/*.test.ts" "$@"

@@ -13,6 +13,8 @@ import { flags, type OptionsOf } from "./flags.ts";
 
 export const DEFAULT_PORT = 5722;
 export const DEFAULT_MAX_CONCURRENT_JOBS = 16;
+/** A receiver ends a session whose client is silent this long (agent/PROTOCOL.md, "Timeouts"). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60_000;
 
 /** Files of a certificate directory (`--certs DIR`), and the keys of a TLS Secret. */
 export const CERT_FILES = { ca: "ca.crt", cert: "tls.crt", key: "tls.key" } as const;
@@ -51,8 +53,19 @@ export const receiveFlags = {
   suspendedSources: flags.guids("A source whose pushes are refused as suspended (repeat the flag).", {
     flag: "suspended-source",
   }),
+  // No `default` in the table: an absent flag leaves the option undefined and the receiver
+  // applies DEFAULT_IDLE_TIMEOUT_MS, so rendered args stay as they were for every spec.
+  idleTimeout: flags.duration(
+    "End a session whose client sends or reads nothing for this long, freeing its source (default 5m).",
+  ),
 };
-export type ReceiveOptions = OptionsOf<typeof receiveFlags>;
+/**
+ * idleTimeout is optional here (it is no OffsiteServer spec field yet, and the operator's
+ * args leave it out, so the receiver's default applies); every other option must be given.
+ */
+export type ReceiveOptions = Omit<OptionsOf<typeof receiveFlags>, "idleTimeout"> & {
+  idleTimeout?: number | undefined;
+};
 
 export function retentionOf(options: ReceiveOptions): RetentionPolicy {
   const { keepLast, keepDaily, keepWeekly, keepMonthly } = options;

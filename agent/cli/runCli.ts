@@ -124,6 +124,7 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
     retention: retentionOf(options),
     maxConcurrentJobs: options.maxConcurrentJobs,
     suspendedSources: options.suspendedSources,
+    idleTimeoutMs: options.idleTimeout,
     onEvent: (event) => output.event(event),
   });
   output.event({

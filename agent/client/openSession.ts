@@ -1,10 +1,16 @@
 /**
  * The client's side of the handshake (PROTOCOL.md, "Session"): connect with mutual TLS,
  * send Hello, read Welcome and, for push and compare, the receiver's entries.
+ *
+ * Every wait of the client is bounded (PROTOCOL.md, "Timeouts"): the connection and TLS
+ * handshake by CONNECT_TIMEOUT_MS, every later wait on the receiver — a frame, or room to
+ * write — by clientIdleTimeoutMs(). A session that fails here is closed, with an Error
+ * frame when the fault is ours to name, so the receiver frees the source at once.
  */
 import { connect } from "node:tls";
-import { FramedConnection } from "../protocol/connection.ts";
-import { FrameType } from "../protocol/frames.ts";
+import { durationToMs, msToDuration } from "../../contract/units.ts";
+import { FramedConnection, PeerError } from "../protocol/connection.ts";
+import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { encodeJson, type ManifestEntry, type MessageOf, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { clientTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
 
@@ -32,6 +38,28 @@ export interface Session {
 
 export const CLIENT_NAME = "offsite-agent/0.1.0";
 
+/** TCP connect and TLS handshake. */
+export const CONNECT_TIMEOUT_MS = 30_000;
+/**
+ * A receiver may be silent while it commits a large tree (links, one syncfs, retention):
+ * the default bound on any one wait is generous, and OFFSITE_CLIENT_TIMEOUT (a duration)
+ * changes it.
+ */
+export const DEFAULT_CLIENT_IDLE_TIMEOUT_MS = 15 * 60_000;
+
+export function clientIdleTimeoutMs(): number {
+  const setting = process.env.OFFSITE_CLIENT_TIMEOUT;
+  if (setting === undefined || setting === "") return DEFAULT_CLIENT_IDLE_TIMEOUT_MS;
+  let ms: number;
+  try {
+    ms = durationToMs(setting);
+  } catch (error) {
+    throw new Error(`OFFSITE_CLIENT_TIMEOUT: ${(error as Error).message}`, { cause: error });
+  }
+  if (ms < 1) throw new Error(`OFFSITE_CLIENT_TIMEOUT must be at least 1ms, not ${JSON.stringify(setting)}`);
+  return Math.round(ms);
+}
+
 /** Parses HOST:PORT (IPv6 in brackets), with 5722 when no port is given. */
 export function parseEndpoint(value: string): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(value);
@@ -43,21 +71,54 @@ export function parseEndpoint(value: string): { host: string; port: number } {
 }
 
 export async function openSession(endpoint: Endpoint, request: SessionRequest): Promise<Session> {
+  const idleTimeoutMs = clientIdleTimeoutMs();
+  const where = `${endpoint.host}:${endpoint.port}`;
   const socket = connect({
     host: endpoint.host,
     port: endpoint.port,
     ...clientTlsOptions(endpoint.credentials, endpoint.host),
   });
+  const connectMs = Math.min(CONNECT_TIMEOUT_MS, idleTimeoutMs);
   await new Promise<void>((resolve, reject) => {
-    socket.once("secureConnect", () => resolve());
-    socket.once("error", (error: Error) =>
+    const timer = setTimeout(() => {
+      socket.destroy();
       reject(
-        new Error(`cannot connect to ${endpoint.host}:${endpoint.port}: ${error.message}`, { cause: error }),
-      ),
-    );
+        new Error(
+          `cannot connect to ${where}: no TLS connection within ${msToDuration(connectMs)} ` +
+            "(is the receiver running, and is the address right?)",
+        ),
+      );
+    }, connectMs);
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.once("error", (error: Error) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot connect to ${where}: ${error.message}`, { cause: error }));
+    });
   });
   socket.setNoDelay(true);
-  const connection = new FramedConnection(socket);
+  const connection = new FramedConnection(socket, {
+    idleTimeoutMs,
+    idleError: (ms) =>
+      new ProtocolError(
+        "timeout",
+        `the receiver at ${where} sent (or read) nothing for ${msToDuration(ms)}; the job stops ` +
+          "(OFFSITE_CLIENT_TIMEOUT sets this bound). Run it again: a push resumes where it stopped",
+      ),
+  });
+  try {
+    return await handshake(connection, request);
+  } catch (error) {
+    // Never leave the session open behind an error: the receiver would hold the source.
+    if (error instanceof PeerError) await connection.close();
+    else await connection.abort((error as ProtocolError).code ?? "bad-message", (error as Error).message);
+    throw error;
+  }
+}
+
+async function handshake(connection: FramedConnection, request: SessionRequest): Promise<Session> {
   await connection.send(
     encodeJson(FrameType.Hello, {
       versions: [PROTOCOL_VERSION],
@@ -84,11 +145,18 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
           continue;
         }
         const entry = entries.get(message.path);
-        if (entry?.type !== "file")
-          throw new Error(`the receiver sent chunks for ${message.path}, which is no file`);
+        if (entry?.type !== "file") {
+          throw new ProtocolError(
+            "bad-message",
+            `the receiver sent chunks for ${JSON.stringify(message.path)}, which is no file`,
+          );
+        }
         (entry.chunks ??= []).push(...message.chunks);
       } else {
-        throw new Error(`the receiver sent a ${message.type} frame where entries belong`);
+        throw new ProtocolError(
+          "unexpected-frame",
+          `the receiver sent a ${message.type} frame where entries belong`,
+        );
       }
     }
   }

@@ -3,6 +3,11 @@
  * socket while decoded messages wait, so a fast peer cannot fill our memory; writing
  * waits for 'drain', so we cannot fill theirs. A ProtocolError from the decoder is sent
  * to the peer as an Error frame before the socket closes.
+ *
+ * With an idle timeout, no wait on the peer lasts for ever: a next() that gets no frame,
+ * or a send that waits for a 'drain' that does not come, for that long fails the
+ * connection with the timeout's error (PROTOCOL.md, "Timeouts"). Time we spend working
+ * between waits does not count: only the peer's silence does.
  */
 import type { Duplex } from "node:stream";
 import { FrameDecoder, FrameType, frameTypeName, MAX_FRAME_LENGTH, ProtocolError } from "./frames.ts";
@@ -25,8 +30,20 @@ export class PeerError extends Error {
   }
 }
 
+export interface ConnectionOptions {
+  /** Fail a wait on the peer (a frame to read, or room to write) that lasts this long. */
+  idleTimeoutMs?: number | undefined;
+  /** The error an idle timeout fails the connection with. */
+  idleError?: (ms: number) => Error;
+}
+
 export class FramedConnection {
   private readonly socket: Duplex;
+  private readonly idleTimeoutMs: number | undefined;
+  private readonly idleError: (ms: number) => Error;
+  private idleTimer: NodeJS.Timeout | undefined;
+  /** Sends waiting for 'drain': failed with the connection, and watched by the idle timer. */
+  private readonly drainWaits = new Set<(error: Error) => void>();
   private readonly decoder = new FrameDecoder();
   private readonly queue: Message[] = [];
   private waiter: { resolve: (m: Message) => void; reject: (e: Error) => void } | undefined;
@@ -44,8 +61,12 @@ export class FramedConnection {
   bytesRead = 0;
   bytesWritten = 0;
 
-  constructor(socket: Duplex) {
+  constructor(socket: Duplex, options: ConnectionOptions = {}) {
     this.socket = socket;
+    this.idleTimeoutMs = options.idleTimeoutMs;
+    this.idleError =
+      options.idleError ??
+      ((ms) => new PeerError("idle-timeout", `the peer sent and read nothing for ${ms / 1000} s`));
     socket.on("data", (bytes: Buffer) => this.onData(bytes));
     socket.on("error", (error) => this.fail(error));
     socket.on("close", () => this.fail(new PeerError("connection-closed", "the peer closed the connection")));
@@ -65,7 +86,10 @@ export class FramedConnection {
       return Promise.resolve(queued);
     }
     if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+      this.waitingOnPeer();
+    });
   }
 
   /** The next message, which must be of `type` (an Error frame rejects with PeerError). */
@@ -157,17 +181,38 @@ export class FramedConnection {
     if (this.socket.destroyed) return undefined;
     if (this.socket.write(bytes, done)) return undefined;
     return new Promise((resolve, reject) => {
-      const onDrain = () => {
-        this.socket.off("close", onClose);
-        resolve();
-      };
-      const onClose = () => {
+      const settle = (error?: Error) => {
         this.socket.off("drain", onDrain);
-        reject(this.failure ?? new PeerError("connection-closed", "the peer closed the connection"));
+        this.socket.off("close", onClose);
+        this.drainWaits.delete(onFail);
+        if (error) reject(error);
+        else resolve();
       };
+      const onDrain = () => settle();
+      const onClose = () =>
+        settle(this.failure ?? new PeerError("connection-closed", "the peer closed the connection"));
+      const onFail = (error: Error) => settle(error);
       this.socket.once("drain", onDrain);
       this.socket.once("close", onClose);
+      this.drainWaits.add(onFail);
+      this.waitingOnPeer();
     });
+  }
+
+  /**
+   * A wait on the peer starts: (re)arm the idle timer. One timer per connection, refreshed
+   * at each wait, so the hot path costs no timer of its own; when it fires with no wait in
+   * progress, we were busy, not the peer, and nothing happens.
+   */
+  private waitingOnPeer(): void {
+    if (this.idleTimeoutMs === undefined || this.failure) return;
+    if (this.idleTimer) this.idleTimer.refresh();
+    else this.idleTimer = setTimeout(() => this.onIdle(), this.idleTimeoutMs).unref();
+  }
+
+  private onIdle(): void {
+    if (this.failure || (!this.waiter && this.drainWaits.size === 0)) return;
+    this.fail(this.idleError(this.idleTimeoutMs!));
   }
 
   /**
@@ -192,7 +237,14 @@ export class FramedConnection {
         message: message.slice(0, 10_000),
         ...(path !== undefined ? { path } : {}),
       });
-      await new Promise<void>((resolve) => this.socket.end(frame, () => resolve()));
+      // Bounded: a peer that reads nothing never lets the Error frame out.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, LINGER_MS);
+        this.socket.end(frame, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, LINGER_MS);
         this.socket.once("close", () => {
@@ -247,10 +299,12 @@ export class FramedConnection {
   private fail(error: Error): void {
     if (this.failure) return;
     this.failure = error;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     if (this.waiter) {
       const { reject } = this.waiter;
       this.waiter = undefined;
       reject(error);
     }
+    for (const reject of [...this.drainWaits]) reject(error);
   }
 }

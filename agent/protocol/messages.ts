@@ -18,6 +18,12 @@ const mtime = z.number().int().min(0);
 const mode = z.number().int().min(0).max(0o7777);
 // Paths are checked for safety by the receiver (paths.ts); here only their shape.
 const path = z.string().min(1).max(4096);
+/** A symlink's target: any bytes but NUL (symlink(2) takes a C string), at most 4,096. */
+const linkTarget = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((target) => !target.includes("\0"), "a symlink target cannot contain a NUL byte");
 const versionId = z.string().regex(/^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/, "must be a version id");
 
 export const manifestEntry = z.discriminatedUnion("type", [
@@ -32,7 +38,7 @@ export const manifestEntry = z.discriminatedUnion("type", [
     chunks: z.array(z.tuple([z.number().int().min(1).max(INLINE_MAX), sha256])).optional(),
   }),
   z.strictObject({ type: z.literal("dir"), path, mtime, mode }),
-  z.strictObject({ type: z.literal("symlink"), path, mtime, target: z.string().min(1).max(4096) }),
+  z.strictObject({ type: z.literal("symlink"), path, mtime, target: linkTarget }),
 ]);
 export type ManifestEntry = z.infer<typeof manifestEntry>;
 export type FileEntry = Extract<ManifestEntry, { type: "file" }>;
@@ -71,7 +77,7 @@ const schemas = {
   }),
   [FrameType.End]: z.strictObject({ size, sha256 }),
   [FrameType.Directory]: z.strictObject({ path, mtime, mode }),
-  [FrameType.Symlink]: z.strictObject({ path, mtime, target: z.string().min(1).max(4096) }),
+  [FrameType.Symlink]: z.strictObject({ path, mtime, target: linkTarget }),
   [FrameType.Delete]: z.strictObject({ path }),
   [FrameType.Link]: z.strictObject({ path, from: path, mtime, mode, sha256 }),
   [FrameType.Commit]: z.strictObject({

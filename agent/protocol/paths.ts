@@ -29,6 +29,22 @@ export function relativePathProblem(path: string): string | undefined {
   return undefined;
 }
 
+/** The parent directory of a relative path, or undefined at the top: "a/b/c" → "a/b". */
+export function parentOf(path: string): string | undefined {
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? undefined : path.slice(0, slash);
+}
+
+/**
+ * Path order, the order of every stream of entries (a manifest, Entries, a restore): a
+ * directory comes right before its contents ("a", "a/b", "a-c").
+ */
+export function comparePaths(a: string, b: string): number {
+  const x = a.replaceAll("/", "\0");
+  const y = b.replaceAll("/", "\0");
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /** The parent directories of a relative path, outermost first: "a/b/c" → ["a", "a/b"]. */
 export function parentsOf(path: string): string[] {
   const names = path.split("/");

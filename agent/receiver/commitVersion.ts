@@ -25,6 +25,7 @@ import type { ManifestEntry } from "../protocol/messages.ts";
 import { comparePaths, writeManifest } from "./manifestFile.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy, versionsToKeep } from "./retention.ts";
 import type { StagingArea } from "./staging.ts";
+import { damagedStore, OPEN } from "./storedFiles.ts";
 
 export interface CommitResult {
   version: string;
@@ -84,7 +85,7 @@ export function commitVersion(
       }
     }
   }
-  removeStrays(tree, "", byPath);
+  removeStrays(tree, "", byPath, layout.treeOf(staging.base ?? ""));
 
   // One syncfs flushes the whole file system at once, ten times faster here than an fsync
   // per file; where it is unavailable (no `sync` binary, as in the distroless image), fsync
@@ -137,14 +138,24 @@ function prune(staging: StagingArea, retention: RetentionPolicy, current: string
 }
 
 /** Removes what the staged tree holds but the new version does not. */
-function removeStrays(tree: string, prefix: string, byPath: Map<string, ManifestEntry>): void {
+function removeStrays(
+  tree: string,
+  prefix: string,
+  byPath: Map<string, ManifestEntry>,
+  baseTree: string,
+): void {
   for (const dirent of readdirSync(join(tree, prefix), { withFileTypes: true })) {
     const path = prefix ? `${prefix}/${dirent.name}` : dirent.name;
     const entry = byPath.get(path);
+    // A file carried from the base is a hard link to the stored name, and link(2) does not
+    // follow symlinks: a stored file swapped for a link arrives here as a link.
+    if (entry?.type === "file" && dirent.isSymbolicLink()) {
+      throw damagedStore(join(baseTree, path), "is a symbolic link, not the stored file");
+    }
     const fits =
       entry && ((entry.type === "dir" && dirent.isDirectory()) || (entry.type === "file" && dirent.isFile()));
     if (!fits) rmSync(join(tree, path), { recursive: true, force: true });
-    else if (dirent.isDirectory()) removeStrays(tree, path, byPath);
+    else if (dirent.isDirectory()) removeStrays(tree, path, byPath, baseTree);
   }
 }
 
@@ -154,7 +165,7 @@ function syncFileSystem(path: string): boolean {
 }
 
 function fsyncPath(path: string): void {
-  const fd = openSync(path, "r");
+  const fd = openSync(path, OPEN.read);
   try {
     fsyncSync(fd);
   } finally {

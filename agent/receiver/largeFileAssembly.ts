@@ -16,19 +16,19 @@ import { createHash, type Hash } from "node:crypto";
 import {
   closeSync,
   existsSync,
+  fstatSync,
   ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
   readSync,
   rmSync,
-  writeFileSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath } from "../protocol/paths.ts";
-import { STORED_FILE_MODE, writeAll } from "./storedFiles.ts";
+import { damagedStore, OPEN, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
 
 /**
  * Chunks are written in groups of up to this many bytes, the data in one writev (8 KiB
@@ -138,15 +138,15 @@ export class LargeFileAssembly {
       this.remove();
     }
     mkdirSync(this.dir, { recursive: true });
-    writeFileSync(this.stateFile, JSON.stringify({ path, mtime, mode, base: base ?? path }));
-    const fd = openSync(this.dataFile, resumeAt !== undefined ? "r+" : "w", STORED_FILE_MODE);
+    writeOwnFile(this.stateFile, JSON.stringify({ path, mtime, mode, base: base ?? path }));
+    const fd = openSync(this.dataFile, resumeAt !== undefined ? OPEN.update : OPEN.write, STORED_FILE_MODE);
     const size = chunks.reduce((sum, [length]) => sum + length, 0);
     ftruncateSync(fd, size);
     const hash = createHash("sha256");
     if (size > 0) hashRange(fd, 0, size, hash);
     // The log restarts as exactly the verified chunks: lines for chunks whose bytes never
     // arrived must not stand before the ones this session appends.
-    const logFd = openSync(this.logFile, "w");
+    const logFd = openSync(this.logFile, OPEN.write, 0o644);
     if (chunks.length > 0) writeSync(logFd, chunks.map(([length, hash]) => `${length} ${hash}\n`).join(""));
     this.partial = {
       path,
@@ -178,7 +178,7 @@ export class LargeFileAssembly {
       if (offset + length > source.size) {
         throw new ProtocolError("bad-message", `Copy beyond the end of the base file ${partial.base}`);
       }
-      partial.baseFd = openSync(source.file, "r");
+      partial.baseFd = openStoredFile(source.file);
     }
     const bytes = readBaseRange(partial, offset, length);
     const actual = createHash("sha256").update(bytes).digest("hex");
@@ -260,7 +260,7 @@ export class LargeFileAssembly {
   private verifiedChunks(): [number, string][] {
     if (!existsSync(this.logFile) || !existsSync(this.dataFile)) return [];
     const chunks: [number, string][] = [];
-    const fd = openSync(this.dataFile, "r");
+    const fd = openSync(this.dataFile, OPEN.read);
     try {
       let offset = 0;
       for (const line of readFileSync(this.logFile, "utf8").split("\n")) {
@@ -277,6 +277,22 @@ export class LargeFileAssembly {
     }
     return chunks;
   }
+}
+
+/** Opens a stored file to read, refusing a link or anything but a regular file (`damaged-store`). */
+function openStoredFile(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(file, OPEN.read);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ELOOP") throw damagedStore(file, "is a symbolic link");
+    throw error;
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw damagedStore(file, "is not a regular file");
+  }
+  return fd;
 }
 
 /**

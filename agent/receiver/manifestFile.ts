@@ -4,6 +4,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
 import { manifestEntry, type ManifestEntry } from "../protocol/messages.ts";
+import { OPEN } from "./storedFiles.ts";
 
 export function readManifest(path: string): ManifestEntry[] {
   const entries: ManifestEntry[] = [];
@@ -19,7 +20,7 @@ export function readManifest(path: string): ManifestEntry[] {
 
 /** Writes and fsyncs the manifest; entries must already be sorted by path. */
 export function writeManifest(path: string, entries: Iterable<ManifestEntry>): void {
-  const fd = openSync(path, "w", 0o644);
+  const fd = openSync(path, OPEN.write, 0o644);
   try {
     let batch = "";
     for (const entry of entries) {
@@ -36,9 +37,4 @@ export function writeManifest(path: string, entries: Iterable<ManifestEntry>): v
   }
 }
 
-/** Path order that puts a directory right before its contents ("a", "a/b", "a-c"). */
-export function comparePaths(a: string, b: string): number {
-  const x = a.replaceAll("/", "\0");
-  const y = b.replaceAll("/", "\0");
-  return x < y ? -1 : x > y ? 1 : 0;
-}
+export { comparePaths } from "../protocol/paths.ts";

@@ -15,7 +15,8 @@ import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { encodeChunkList, encodeJson, type ManifestEntry, PROTOCOL_VERSION } from "../protocol/messages.ts";
-import { DEFAULT_MAX_CONCURRENT_JOBS } from "../../contract/roles.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_JOBS } from "../../contract/roles.ts";
+import { msToDuration } from "../../contract/units.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
 import { commitVersion } from "./commitVersion.ts";
 import { SourceLayout } from "./layout.ts";
@@ -34,6 +35,12 @@ export interface ReceiverOptions {
   maxConcurrentJobs?: number;
   /** Sources whose pushes are refused with `suspended`. */
   suspendedSources?: string[];
+  /**
+   * End a session whose client sends nothing (or reads nothing we send) for this long
+   * (default 5 minutes), so a silent client cannot hold its source's lock (PROTOCOL.md,
+   * "Timeouts").
+   */
+  idleTimeoutMs?: number | undefined;
   /** Called with one JSON-able event per session outcome (the CLI logs them). */
   onEvent?: (event: Record<string, unknown>) => void;
 }
@@ -55,6 +62,10 @@ interface ReceiverState {
 const ENTRIES_BYTES = 256 * 1024;
 
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 1) {
+    throw new Error(`--idle-timeout must be at least 1ms, not ${idleTimeoutMs}ms`);
+  }
   mkdirSync(options.root, { recursive: true });
   const state: ReceiverState = { jobs: 0, pushing: new Set() };
   const sockets = new Set<TLSSocket>();
@@ -87,7 +98,16 @@ async function handleSession(
   state: ReceiverState,
   emit: (event: Record<string, unknown>) => void,
 ): Promise<void> {
-  const connection = new FramedConnection(socket);
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  const connection = new FramedConnection(socket, {
+    idleTimeoutMs,
+    idleError: (ms) =>
+      new ProtocolError(
+        "idle-timeout",
+        `the client sent (or read) nothing for ${msToDuration(ms)} (the receiver's --idle-timeout); ` +
+          "the session ends and its source is free for the next job: run the job again",
+      ),
+  });
   const session = randomUUID();
   const identity = peerIdentity(socket);
   let staging: StagingArea | undefined;
@@ -320,6 +340,12 @@ function describeFailure(error: unknown): { code: string; message: string } {
       message:
         "the receiver's disk is full; the previous version is intact and what arrived is staged. " +
         "Free space or grow the volume, then run the job again: it resumes",
+    };
+  }
+  if (errno === "ENAMETOOLONG") {
+    return {
+      code: "bad-path",
+      message: `a path is too long for the receiver's file system once under its root (${(error as Error).message})`,
     };
   }
   if (error instanceof Error && error.name === "PeerError")

@@ -19,13 +19,12 @@ import {
   futimesSync,
   linkSync,
   lstatSync,
+  lutimesSync,
   mkdirSync,
   openSync,
   readFileSync,
   renameSync,
   rmSync,
-  utimesSync,
-  writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
@@ -35,7 +34,7 @@ import { LargeFileAssembly } from "./largeFileAssembly.ts";
 import type { SourceLayout } from "./layout.ts";
 import { readManifest } from "./manifestFile.ts";
 import { type JournalRecord, StagingJournal } from "./stagingJournal.ts";
-import { STORED_FILE_MODE, writeAll } from "./storedFiles.ts";
+import { damagedStore, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
 
 export { STORED_FILE_MODE } from "./storedFiles.ts";
 
@@ -97,7 +96,7 @@ export class StagingArea {
     if (!resumed) {
       rmSync(this.dir, { recursive: true, force: true });
       mkdirSync(this.tree, { recursive: true });
-      writeFileSync(baseFile, JSON.stringify({ base: this.base }));
+      writeOwnFile(baseFile, JSON.stringify({ base: this.base }));
     }
     this.journal.open();
     return resumed;
@@ -197,8 +196,11 @@ export class StagingArea {
     }
     this.prepareParents(path);
     const target = this.inTree(path);
+    const stored = join(this.layout.treeOf(this.base!), from);
+    // link(2) does not follow a symlink: a stored file swapped for one would put a link in the tree.
+    if (!lstatOrUndefined(stored)?.isFile()) throw damagedStore(stored, "is not a regular file (a link?)");
     this.removeStaged(path);
-    linkSync(join(this.layout.treeOf(this.base!), from), target);
+    linkSync(stored, target);
     const entry: FileEntry = { type: "file", path, size: source.size, mtime, mode, sha256 };
     if (source.chunks) entry.chunks = source.chunks;
     this.record({ put: entry }, false);
@@ -279,7 +281,7 @@ export class StagingArea {
   private placeFile(from: string, path: string, mtime: number): void {
     this.prepareParents(path);
     const target = this.inTree(path);
-    utimesSync(from, mtime / 1000, mtime / 1000);
+    lutimesSync(from, mtime / 1000, mtime / 1000); // never through a link planted there
     try {
       renameSync(from, target);
     } catch (error) {

@@ -11,8 +11,9 @@
  * line: replay stops there, and rewrites the journal to what it kept, so a torn tail
  * never stands before the lines a resumed session appends.
  */
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from "node:fs";
 import type { ManifestEntry } from "../protocol/messages.ts";
+import { OPEN, writeOwnFile } from "./storedFiles.ts";
 
 export type JournalRecord = { put: ManifestEntry } | { delete: string };
 
@@ -51,7 +52,7 @@ export class StagingJournal {
         this.changes.set(record.delete, null);
       }
     }
-    writeFileSync(
+    writeOwnFile(
       this.file,
       [...this.changes]
         .map(([path, entry]) => JSON.stringify(entry ? { put: entry } : { delete: path }) + "\n")
@@ -61,7 +62,7 @@ export class StagingJournal {
 
   /** Opens the journal for appending (after replay, or on an empty staging area). */
   open(): void {
-    this.fd = openSync(this.file, "a");
+    this.fd = openSync(this.file, OPEN.append, 0o644);
   }
 
   /** Records a change whose data is already on disk; it reaches the journal with its group. */

@@ -1,28 +1,47 @@
 /**
  * `offsite restore`: brings a version back into a directory. Every file is written to a
- * temporary name, verified against the SHA-256 the receiver sent, then renamed into place
- * with its mode and mtime. Paths are checked like the receiver checks them, parents are
- * real directories we made, and symlinks are created last, so nothing the stream says can
- * write outside the destination or through a link.
+ * temporary file of its own, verified against the SHA-256 the receiver sent, given its
+ * mode and mtime through its descriptor, then renamed into place. Symlinks are created
+ * after all files, directories get their metadata last.
+ *
+ * The subtle point is that the stream, and the destination, are not trusted: a hostile or
+ * tampered receiver may send `Directory x` and then `Symlink x → /etc`, and the destination
+ * may hold links of its own. So nothing here follows a link it did not make:
+ *
+ * - the stream must be in path order with each path once, and every entry must sit in a
+ *   directory the stream sent before (`inconsistent-tree` otherwise), so a path cannot be
+ *   a directory and then a symlink, nor a symlink with contents;
+ * - every directory restore makes (or finds in the destination) is remembered by device
+ *   and inode, and each parent of a path is checked to still be that directory before
+ *   anything is written under it;
+ * - metadata is set through descriptors: a file's on its temporary file, a directory's on
+ *   a descriptor opened with O_DIRECTORY | O_NOFOLLOW whose inode must be the one restore
+ *   made, a symlink's with lutimes;
+ * - temporary names are random and created with O_EXCL, so they never replace or collide
+ *   with a file of the user's, and each temporary file's descriptor is closed exactly once.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import {
-  chmodSync,
   closeSync,
+  constants,
+  fchmodSync,
+  fstatSync,
   fsyncSync,
+  futimesSync,
   lstatSync,
+  lutimesSync,
   mkdirSync,
   openSync,
   renameSync,
   rmSync,
   symlinkSync,
-  utimesSync,
+  unlinkSync,
   writeSync,
 } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
-import { checkRelativePath, parentsOf } from "../protocol/paths.ts";
+import { checkRelativePath, comparePaths, parentOf, parentsOf } from "../protocol/paths.ts";
 
 export interface RestoreOptions {
   endpoint: Endpoint;
@@ -57,124 +76,285 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
     directories: 0,
     symlinks: 0,
   };
-  const directories: { path: string; mtime: number; mode: number }[] = [];
-  const symlinks: { path: string; target: string; mtime: number }[] = [];
-  const temporary = join(destination, `.offsite-restore-${process.pid}.tmp`);
-  let open: { path: string; mtime: number; mode: number; fd: number; hash: Hash; size: number } | undefined;
-
-  const prepare = (path: string) => {
-    checkRelativePath(path);
-    for (const parent of parentsOf(path)) {
-      const dir = join(destination, parent);
-      const stat = lstatOrUndefined(dir);
-      if (stat?.isDirectory()) continue;
-      if (stat)
-        throw new ProtocolError("bad-path", `${parent} exists in the destination and is not a directory`);
-      mkdirSync(dir);
-    }
-    return join(destination, path);
-  };
-  const place = (path: string, mtime: number, mode: number) => {
-    const target = prepare(path);
-    if (lstatOrUndefined(target)?.isDirectory()) rmSync(target, { recursive: true });
-    chmodSync(temporary, mode & 0o7777);
-    utimesSync(temporary, mtime / 1000, mtime / 1000);
-    renameSync(temporary, target);
-  };
-
+  const tree = new RestoredTree(destination);
   try {
     for (;;) {
       const message = await connection.next();
-      if (message.type === FrameType.Commit) break;
+      if (message.type === FrameType.Commit) {
+        tree.requireNoFile("Commit");
+        break;
+      }
       switch (message.type) {
-        case FrameType.Directory: {
-          const target = prepare(message.path);
-          if (!lstatOrUndefined(target)?.isDirectory()) mkdirSync(target);
-          directories.push(message);
+        case FrameType.Directory:
+          tree.directory(message.path, message.mtime, message.mode);
           report.directories++;
           break;
-        }
         case FrameType.Symlink:
-          checkRelativePath(message.path);
-          symlinks.push(message);
+          tree.symlink(message.path, message.target, message.mtime);
           break;
         case FrameType.File: {
-          const sha256 = createHash("sha256").update(message.content).digest("hex");
-          if (sha256 !== message.header.sha256) {
-            throw new ProtocolError(
-              "hash-mismatch",
-              `${message.header.path} arrived damaged (hash ${sha256})`,
-            );
-          }
-          writeWhole(temporary, message.content);
-          place(message.header.path, message.header.mtime, message.header.mode);
+          const { header, content } = message;
+          tree.begin(header.path, header.mtime, header.mode);
+          tree.append(content);
+          tree.end(header.size, header.sha256);
           report.files++;
-          report.bytes += message.content.length;
+          report.bytes += content.length;
           break;
         }
         case FrameType.Begin:
-          checkRelativePath(message.path);
-          open = {
-            path: message.path,
-            mtime: message.mtime,
-            mode: message.mode,
-            fd: openSync(temporary, "w", 0o600),
-            hash: createHash("sha256"),
-            size: 0,
-          };
+          tree.begin(message.path, message.mtime, message.mode);
           break;
         case FrameType.Data:
-          if (!open) throw new ProtocolError("unexpected-frame", "Data outside Begin..End");
-          writeSync(open.fd, message.bytes);
-          open.hash.update(message.bytes);
-          open.size += message.bytes.length;
+          tree.append(message.bytes);
           break;
-        case FrameType.End: {
-          if (!open) throw new ProtocolError("unexpected-frame", "End without Begin");
-          fsyncSync(open.fd);
-          closeSync(open.fd);
-          const sha256 = open.hash.digest("hex");
-          if (sha256 !== message.sha256 || open.size !== message.size) {
-            throw new ProtocolError("hash-mismatch", `${open.path} arrived damaged (hash ${sha256})`);
-          }
-          place(open.path, open.mtime, open.mode);
+        case FrameType.End:
+          tree.end(message.size, message.sha256);
           report.files++;
-          report.bytes += open.size;
-          open = undefined;
+          report.bytes += message.size;
           break;
-        }
         default:
           throw new ProtocolError("unexpected-frame", `frame ${message.type} has no place in a restore`);
       }
     }
-    for (const link of symlinks) {
-      const target = prepare(link.path);
-      rmSync(target, { recursive: true, force: true });
-      symlinkSync(link.target, target);
-      report.symlinks++;
-    }
-    // Directory metadata last: writing into a directory changes its mtime.
-    for (const dir of directories.reverse()) {
-      const target = join(destination, dir.path);
-      chmodSync(target, dir.mode & 0o7777);
-      utimesSync(target, dir.mtime / 1000, dir.mtime / 1000);
-    }
+    report.symlinks = tree.finish();
     return report;
+  } catch (error) {
+    const failure = restoreFailure(error, destination);
+    // Tell the receiver why we stop (it logs it); a PeerError came from the receiver itself.
+    if (failure instanceof ProtocolError) await connection.abort(failure.code, failure.message);
+    throw failure;
   } finally {
-    if (open) closeSync(open.fd);
-    rmSync(temporary, { force: true });
+    tree.discardFile();
     await connection.close();
   }
 }
 
-function writeWhole(path: string, content: Buffer): void {
-  const fd = openSync(path, "w", 0o600);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+/** A path the kernel cannot take (too long under this destination) is a bad path, not an internal error. */
+function restoreFailure(error: unknown, destination: string): unknown {
+  if ((error as NodeJS.ErrnoException).code === "ENAMETOOLONG") {
+    return new ProtocolError(
+      "bad-path",
+      `a path is too long for the file system once under ${destination} (${(error as Error).message}); ` +
+        "restore into a directory with a shorter path",
+    );
   }
+  return error;
+}
+
+const { O_WRONLY, O_RDONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY } = constants;
+
+interface Identity {
+  dev: number;
+  ino: number;
+}
+
+interface RestoredDirectory extends Identity {
+  mtime: number;
+  mode: number;
+}
+
+interface OpenFile {
+  path: string;
+  target: string;
+  temporary: string;
+  /** Undefined once closed: every path out closes it exactly once. */
+  fd: number | undefined;
+  mtime: number;
+  mode: number;
+  hash: Hash;
+  size: number;
+}
+
+/** What a restore has written into its destination, and the checks that keep it there. */
+class RestoredTree {
+  private readonly root: string;
+  /** Directories of the stream, by path, in path order: the inode restore made, and the metadata to set last. */
+  private readonly directories = new Map<string, RestoredDirectory>();
+  private readonly symlinks: { path: string; target: string; mtime: number }[] = [];
+  /** The previous entry's path: the stream is in path order, each path once. */
+  private previous: string | undefined;
+  private file: OpenFile | undefined;
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  directory(path: string, mtime: number, mode: number): void {
+    const target = this.admit(path);
+    let stat = lstatOrUndefined(target);
+    if (stat && !stat.isDirectory()) {
+      // The destination held a file or a link here: it is replaced, never followed.
+      unlinkSync(target);
+      stat = undefined;
+    }
+    if (!stat) {
+      // Private until its own mode is set at the end.
+      mkdirSync(target, { mode: 0o700 });
+      stat = lstatSync(target);
+    }
+    this.directories.set(path, { dev: stat.dev, ino: stat.ino, mtime, mode });
+  }
+
+  symlink(path: string, target: string, mtime: number): void {
+    this.admit(path);
+    // The schema refuses these too; symlink(2) could not take them.
+    if (target.length === 0 || target.includes("\0")) {
+      throw new ProtocolError(
+        "bad-message",
+        `the symlink ${path} has an empty target or one with a NUL byte`,
+      );
+    }
+    this.symlinks.push({ path, target, mtime });
+  }
+
+  begin(path: string, mtime: number, mode: number): void {
+    const target = this.admit(path);
+    const dir = dirname(target);
+    for (;;) {
+      const temporary = join(dir, `.offsite-restore-${randomBytes(8).toString("hex")}.tmp`);
+      let fd: number;
+      try {
+        fd = openSync(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "EEXIST") continue; // the user's file: another name
+        throw error;
+      }
+      this.file = { path, target, temporary, fd, mtime, mode, hash: createHash("sha256"), size: 0 };
+      return;
+    }
+  }
+
+  append(bytes: Buffer): void {
+    const file = this.requireFile("Data");
+    for (let written = 0; written < bytes.length;) {
+      written += writeSync(file.fd!, bytes, written, bytes.length - written);
+    }
+    file.hash.update(bytes);
+    file.size += bytes.length;
+  }
+
+  /** Verifies the file, sets its metadata on its descriptor, and renames it into place. */
+  end(size: number, sha256: string): void {
+    const file = this.requireFile("End");
+    const actual = file.hash.digest("hex");
+    if (actual !== sha256 || file.size !== size) {
+      throw new ProtocolError(
+        "hash-mismatch",
+        `${file.path} arrived damaged (${file.size} bytes hashing to ${actual}; ${size} bytes, ${sha256} declared)`,
+      );
+    }
+    const fd = file.fd!;
+    fchmodSync(fd, file.mode & 0o7777);
+    futimesSync(fd, file.mtime / 1000, file.mtime / 1000);
+    fsyncSync(fd);
+    file.fd = undefined;
+    closeSync(fd);
+    this.checkParents(file.path);
+    if (lstatOrUndefined(file.target)?.isDirectory()) rmSync(file.target, { recursive: true });
+    renameSync(file.temporary, file.target);
+    this.file = undefined;
+  }
+
+  /** Frames that end the stream or start an entry must not come inside Begin..End. */
+  requireNoFile(frame: string): void {
+    if (this.file) {
+      throw new ProtocolError("unexpected-frame", `${frame} inside Begin..End of ${this.file.path}`);
+    }
+  }
+
+  /** Creates the symlinks, then sets every directory's metadata, deepest first; returns the symlinks made. */
+  finish(): number {
+    for (const link of this.symlinks) {
+      const target = join(this.root, link.path);
+      this.checkParents(link.path);
+      const existing = lstatOrUndefined(target);
+      if (existing?.isDirectory()) rmSync(target, { recursive: true });
+      else if (existing) unlinkSync(target);
+      symlinkSync(link.target, target);
+      lutimesSync(target, link.mtime / 1000, link.mtime / 1000);
+    }
+    // Last, because writing into a directory changes its mtime; children before parents.
+    for (const [path, dir] of [...this.directories].reverse()) {
+      const fd = openSync(join(this.root, path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      try {
+        if (!sameInode(fstatSync(fd), dir)) throw replaced(path, this.root);
+        fchmodSync(fd, dir.mode & 0o7777);
+        futimesSync(fd, dir.mtime / 1000, dir.mtime / 1000);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return this.symlinks.length;
+  }
+
+  /** Closes and removes a file still in progress (a failed restore). Never throws. */
+  discardFile(): void {
+    const file = this.file;
+    if (!file) return;
+    this.file = undefined;
+    if (file.fd !== undefined) {
+      const fd = file.fd;
+      file.fd = undefined;
+      try {
+        closeSync(fd);
+      } catch {
+        // Nothing more to do with it.
+      }
+    }
+    rmSync(file.temporary, { force: true });
+  }
+
+  /**
+   * Admits the stream's next entry: a safe path, after the previous one in path order,
+   * inside a directory the stream sent, whose parents are still the directories restore
+   * made. Returns where it goes.
+   */
+  private admit(path: string): string {
+    checkRelativePath(path);
+    this.requireNoFile("a new entry");
+    if (this.previous !== undefined && comparePaths(path, this.previous) <= 0) {
+      throw new ProtocolError(
+        "inconsistent-tree",
+        `${JSON.stringify(path)} came after ${JSON.stringify(this.previous)}: a restore sends each path once, in path order`,
+      );
+    }
+    this.previous = path;
+    const parent = parentOf(path);
+    if (parent !== undefined && !this.directories.has(parent)) {
+      throw new ProtocolError(
+        "inconsistent-tree",
+        `${JSON.stringify(path)} is not inside a directory of this version (${JSON.stringify(parent)} was not sent as one)`,
+      );
+    }
+    this.checkParents(path);
+    return join(this.root, path);
+  }
+
+  /** Every parent of `path` must still be the very directory restore made there (no link, no swap). */
+  private checkParents(path: string): void {
+    for (const parent of parentsOf(path)) {
+      const stat = lstatOrUndefined(join(this.root, parent));
+      if (!stat?.isDirectory() || !sameInode(stat, this.directories.get(parent)!)) {
+        throw replaced(parent, this.root);
+      }
+    }
+  }
+
+  private requireFile(frame: string): OpenFile {
+    if (!this.file) throw new ProtocolError("unexpected-frame", `${frame} outside Begin..End`);
+    return this.file;
+  }
+}
+
+function replaced(path: string, root: string): Error {
+  return new Error(
+    `${join(root, path)} is no longer the directory restore made there (something replaced it while ` +
+      "restoring); restore stops rather than write through it",
+  );
+}
+
+function sameInode(stat: Identity, identity: Identity): boolean {
+  return stat.ino === identity.ino && stat.dev === identity.dev;
 }
 
 function lstatOrUndefined(path: string) {

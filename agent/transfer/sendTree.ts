@@ -4,11 +4,12 @@
  * File frame; larger ones as Begin, one Data or Copy frame per content-defined chunk, End.
  */
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { chunksOf } from "../chunking/fileChunks.ts";
 import type { FramedConnection } from "../protocol/connection.ts";
-import { FrameType } from "../protocol/frames.ts";
+import { FrameType, ProtocolError } from "../protocol/frames.ts";
+import { parentOf } from "../protocol/paths.ts";
 import {
   encodeCopy,
   encodeJson,
@@ -53,7 +54,7 @@ export async function sendSmallFile(
  * then seen as large by the caller.
  */
 export function readSmallFile(path: string, scratch: Buffer): Buffer {
-  const fd = openSync(path, "r");
+  const fd = openRegularFile(path);
   try {
     // One read: a short read of a regular file is its end, so no second call to learn that.
     const filled = readSync(fd, scratch, 0, scratch.length, null);
@@ -61,6 +62,31 @@ export function readSmallFile(path: string, scratch: Buffer): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+const READ_NO_FOLLOW = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/**
+ * Opens a regular file for reading, never through a symlink at its name (O_NOFOLLOW) and
+ * never blocking on a FIFO put in its place (O_NONBLOCK): a file that the scan saw, or a
+ * stored file, replaced by a link is refused rather than read from wherever the link
+ * points. Throws an error with code ELOOP (a link) or EFTYPE (not a regular file).
+ */
+export function openRegularFile(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, READ_NO_FOLLOW);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ELOOP") throw error;
+    throw Object.assign(new Error(`${path} is a symbolic link, not a regular file; it is not read through`), {
+      code: "ELOOP",
+    });
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw Object.assign(new Error(`${path} is not a regular file`), { code: "EFTYPE" });
+  }
+  return fd;
 }
 
 /** A buffer for readSmallFile. */
@@ -75,6 +101,8 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
   let count = 0;
   let begun = false;
   let skipping = file.staged !== undefined && file.staged.length > 0;
+  // Refuse a link or a special file before the first frame (chunksOf opens by name again).
+  closeSync(openRegularFile(file.file));
   for (const { bytes } of chunksOf(file.file)) {
     whole.update(bytes);
     size += bytes.length;
@@ -137,7 +165,12 @@ export function chunkOffsets(chunks: [number, string][]): Map<string, number> {
   return offsets;
 }
 
-/** Sends a stored version's entries and content (restore), in path order. */
+/**
+ * Sends a stored version's entries and content (restore), in path order. The tree is the
+ * receiver's own, but it is on a disk others can reach: a stored file that is a link, a
+ * directory that is not one, or an entry outside any directory of the manifest is refused
+ * as `damaged-store` instead of being read from outside the store.
+ */
 export async function sendTree(
   connection: FramedConnection,
   tree: string,
@@ -146,8 +179,17 @@ export async function sendTree(
   let files = 0;
   let bytes = 0;
   const scratch = smallFileScratch();
+  const directories = new Set<string>();
   for (const entry of entries) {
+    const parent = parentOf(entry.path);
+    if (parent !== undefined && !directories.has(parent)) {
+      throw damagedStore(entry.path, tree, `its directory ${parent} is not in the manifest`);
+    }
     if (entry.type === "dir") {
+      if (!lstatOrUndefined(join(tree, entry.path))?.isDirectory()) {
+        throw damagedStore(entry.path, tree, "it is not a directory on disk (a link, a file, or missing)");
+      }
+      directories.add(entry.path);
       await connection.send(
         encodeJson(FrameType.Directory, { path: entry.path, mtime: entry.mtime, mode: entry.mode }),
       );
@@ -159,16 +201,42 @@ export async function sendTree(
       files++;
       bytes += entry.size;
       const file = join(tree, entry.path);
-      if (entry.size <= INLINE_MAX) {
-        const { path, size, mtime, mode, sha256 } = entry;
-        const content = readSmallFile(file, scratch);
-        // Stored files never change; a size that differs means the store is damaged.
-        if (content.length !== size) throw new Error(`${file} is not ${size} bytes as its manifest says`);
-        await sendSmallFile(connection, { path, size, mtime, mode, sha256 }, content);
-      } else {
-        await sendLargeFile(connection, { path: entry.path, mtime: entry.mtime, mode: entry.mode, file });
+      try {
+        if (entry.size <= INLINE_MAX) {
+          const { path, size, mtime, mode, sha256 } = entry;
+          const content = readSmallFile(file, scratch);
+          // Stored files never change; a size that differs means the store is damaged.
+          if (content.length !== size)
+            throw damagedStore(path, tree, `it is not ${size} bytes as the manifest says`);
+          await sendSmallFile(connection, { path, size, mtime, mode, sha256 }, content);
+        } else {
+          await sendLargeFile(connection, { path: entry.path, mtime: entry.mtime, mode: entry.mode, file });
+        }
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === "ELOOP")
+          throw damagedStore(entry.path, tree, "it is a symbolic link, which restore never reads through");
+        if (code === "EFTYPE") throw damagedStore(entry.path, tree, "it is not a regular file");
+        if (code === "ENOENT" || code === "ENOTDIR") throw damagedStore(entry.path, tree, "it is missing");
+        throw error;
       }
     }
   }
   return { files, bytes };
+}
+
+function damagedStore(path: string, tree: string, problem: string): ProtocolError {
+  return new ProtocolError(
+    "damaged-store",
+    `the stored version is damaged at ${JSON.stringify(path)} (in ${tree}): ${problem}. ` +
+      "It was changed outside Offsite; restore another version, or repair the store",
+  );
+}
+
+function lstatOrUndefined(path: string) {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
 }

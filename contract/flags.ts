@@ -90,13 +90,7 @@ export const flags = {
       help,
       placeholder: "SIZE",
       ...extras,
-      read: (text, flag) => {
-        try {
-          return sizeToBytes(text);
-        } catch (error) {
-          throw new UsageError(`--${flag}: ${(error as Error).message}`);
-        }
-      },
+      read: unitReader(sizeToBytes),
       write: String,
     };
   },
@@ -107,13 +101,7 @@ export const flags = {
       help,
       placeholder: "DURATION",
       ...extras,
-      read: (text, flag) => {
-        try {
-          return durationToMs(text);
-        } catch (error) {
-          throw new UsageError(`--${flag}: ${(error as Error).message}`);
-        }
-      },
+      read: unitReader(durationToMs),
       write: msToDuration,
     };
   },
@@ -148,6 +136,17 @@ export const flags = {
     };
   },
 };
+
+/** A unit's parser as a flag reader: its error becomes a UsageError naming the flag. */
+function unitReader(parse: (text: string) => number): (text: string, flag: string) => number {
+  return (text, flag) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      throw new UsageError(`--${flag}: ${(error as Error).message}`);
+    }
+  };
+}
 
 function readInteger(text: string, flag: string, { min, max }: { min: number; max: number }): number {
   if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max)

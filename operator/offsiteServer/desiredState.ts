@@ -9,7 +9,10 @@
  * only when retainPolicy is Delete.
  */
 import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
-import { sizeToBytes } from "../../crds/schema/fields.ts";
+import { renderFlags } from "../../contract/flags.ts";
+import { DEFAULT_RETENTION } from "../../contract/retention.ts";
+import { receiveFlags, type ReceiveOptions } from "../../contract/roles.ts";
+import { sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
 import {
   RECEIVER_PORT_NAME,
@@ -21,6 +24,27 @@ import {
 } from "./names.ts";
 
 export const AGENT_UID = 65532;
+/** Where the receiver container sees its data volume and its TLS Secret. */
+export const RECEIVER_DATA_DIR = "/data";
+export const RECEIVER_CERTS_DIR = "/etc/offsite/tls";
+
+/**
+ * The receiver container's args: `offsite receive` with what the spec says, rendered from
+ * the contract's flag table (contract/roles.ts), so the agent parses exactly these.
+ */
+export function receiverArguments(spec: OffsiteServerSpec): string[] {
+  const options: ReceiveOptions = {
+    root: RECEIVER_DATA_DIR,
+    certs: RECEIVER_CERTS_DIR,
+    host: "0.0.0.0",
+    port: spec.port,
+    ...DEFAULT_RETENTION,
+    ...spec.retention,
+    maxConcurrentJobs: spec.maxConcurrentJobs,
+    suspendedSources: spec.suspendedSources,
+  };
+  return ["receive", ...renderFlags(receiveFlags, options)];
+}
 
 export interface ServerIdentity {
   name: string;
@@ -92,16 +116,7 @@ export function desiredStatefulSet({
             {
               name: "receiver",
               image: spec.image ?? defaultImage,
-              args: [
-                "receive",
-                "--root=/data",
-                `--port=${spec.port}`,
-                "--tls-cert=/etc/offsite/tls/tls.crt",
-                "--tls-key=/etc/offsite/tls/tls.key",
-                "--client-ca=/etc/offsite/tls/ca.crt",
-                `--max-concurrent-jobs=${spec.maxConcurrentJobs}`,
-                ...spec.suspendedSources.map((source) => `--suspended-source=${source}`),
-              ],
+              args: receiverArguments(spec),
               ports: [{ name: RECEIVER_PORT_NAME, containerPort: spec.port, protocol: "TCP" }],
               readinessProbe: { tcpSocket: { port: RECEIVER_PORT_NAME }, periodSeconds: 5 },
               livenessProbe: {
@@ -116,8 +131,8 @@ export function desiredStatefulSet({
                 capabilities: { drop: ["ALL"] },
               },
               volumeMounts: [
-                { name: "data", mountPath: "/data" },
-                { name: "tls", mountPath: "/etc/offsite/tls", readOnly: true },
+                { name: "data", mountPath: RECEIVER_DATA_DIR },
+                { name: "tls", mountPath: RECEIVER_CERTS_DIR, readOnly: true },
                 { name: "tmp", mountPath: "/tmp" },
               ],
             },

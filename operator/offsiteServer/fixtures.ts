@@ -1,7 +1,7 @@
 /** Fluent test fixtures: `anOffsiteServer().withPort(6000).suspended().build()`. */
-import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1Container, V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { offsiteServerSpec, type OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
-import type { ServerIdentity } from "./desiredState.ts";
+import { desiredStatefulSet, type ServerIdentity } from "./desiredState.ts";
 
 export function anOffsiteServer(name = "vault", namespace = "backups") {
   const identity: ServerIdentity = { name, namespace, uid: "0b6c1a4e-uid", annotations: {} };
@@ -23,6 +23,18 @@ export function anOffsiteServer(name = "vault", namespace = "backups") {
     spec: (): OffsiteServerSpec => offsiteServerSpec.parse(raw),
   };
   return builder;
+}
+
+/** The receiver container the operator renders for an OffsiteServer with these spec fields. */
+export function aReceiverContainer(fields: Record<string, unknown> = {}): V1Container {
+  const server = anOffsiteServer().with(fields);
+  const sts = desiredStatefulSet({
+    server: server.identity(),
+    spec: server.spec(),
+    defaultImage: "offsite/agent:test",
+    tlsChecksum: "c1",
+  });
+  return sts.spec!.template.spec!.containers[0]!;
 }
 
 export function aClaim(size: string, storageClassName?: string, capacity?: string): V1PersistentVolumeClaim {

@@ -7,19 +7,11 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
 import { agentCommandLineOf } from "../../test/contract/agentCommandLine.ts";
-import { desiredStatefulSet, RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR } from "./desiredState.ts";
-import { anOffsiteServer } from "./fixtures.ts";
+import { RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR } from "./desiredState.ts";
+import { aReceiverContainer } from "./fixtures.ts";
 
 function receiverCommandLine(fields: Record<string, unknown>) {
-  const server = anOffsiteServer().with(fields);
-  const sts = desiredStatefulSet({
-    server: server.identity(),
-    spec: server.spec(),
-    defaultImage: "offsite/agent:test",
-    tlsChecksum: "c1",
-  });
-  const pod = sts.spec!.template.spec!;
-  const container = pod.containers[0]!;
+  const container = aReceiverContainer(fields);
   const mounts = Object.fromEntries((container.volumeMounts ?? []).map((m) => [m.name, m.mountPath]));
   return { commandLine: agentCommandLineOf(container), container, mounts };
 }

@@ -14,7 +14,7 @@
  * mint a second CA and re-sign every certificate.
  */
 import { CoreV1Api, type V1PersistentVolumeClaim, type V1Secret } from "@kubernetes/client-node";
-import { durationToMs, sizeToBytes } from "../../crds/schema/fields.ts";
+import { durationToMs, sizeToBytes } from "../../contract/units.ts";
 import { offsiteServerSpec, type OffsiteServerStatus } from "../../crds/schema/offsiteServer.ts";
 import { GROUP, VERSION, type OffsiteServer } from "../../crds/definitions.ts";
 import { certificateNotAfter } from "../../pki/certificates.ts";

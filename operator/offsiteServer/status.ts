@@ -3,7 +3,7 @@
  * Ready means: the receiver pod is ready, and sources have an address to reach it.
  */
 import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
-import { sizeToBytes } from "../../crds/schema/fields.ts";
+import { sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec, OffsiteServerStatus } from "../../crds/schema/offsiteServer.ts";
 import { setCondition, type Condition } from "../runtime/conditions.ts";
 import type { SpecProblem } from "./desiredState.ts";

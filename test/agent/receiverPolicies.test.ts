@@ -12,8 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openSession } from "../../agent/client/openSession.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
-import { desiredStatefulSet } from "../../operator/offsiteServer/desiredState.ts";
-import { anOffsiteServer } from "../../operator/offsiteServer/fixtures.ts";
+import { aReceiverContainer } from "../../operator/offsiteServer/fixtures.ts";
 import { reportOf, runOffsite, startReceiverProcess, type ReceiverProcess } from "./agentProcesses.ts";
 
 const SITE = "shop-eu";
@@ -23,14 +22,7 @@ const SUSPENDED = "old-uploads";
 
 /** The receiver's args as the operator renders them for `fields`, less the pod's paths and port. */
 function renderedReceiverArgs(fields: Record<string, unknown>): string[] {
-  const server = anOffsiteServer().with(fields);
-  const sts = desiredStatefulSet({
-    server: server.identity(),
-    spec: server.spec(),
-    defaultImage: "offsite/agent:test",
-    tlsChecksum: "c1",
-  });
-  const args = sts.spec!.template.spec!.containers[0]!.args!;
+  const args = aReceiverContainer(fields).args!;
   assert.equal(args[0], "receive");
   return args.slice(1).filter((arg) => !/^--(root|certs|host|port)=/.test(arg));
 }

@@ -306,6 +306,52 @@ describe("OffsiteServer", () => {
     );
   });
 
+  it("reports a step the API server refuses as Ready=False with the API's reason and message and a Warning Event, until the spec is fixed", async () => {
+    // The CRD accepts any annotation key; a Service does not: applying it is a 422.
+    await createServer("refused", {
+      storage: { size: "1Gi" },
+      service: { annotations: { "bad key!": "x" } },
+    });
+    const namespace = cluster.namespace;
+    const server = await eventually(
+      "Ready=False Invalid",
+      async () => {
+        const s = await getServer("refused");
+        return readyCondition(s)?.reason === "Invalid" ? s : undefined;
+      },
+      60_000,
+      [operator],
+    );
+    const ready = readyCondition(server)!;
+    assert.equal(ready.status, "False");
+    assert.match(
+      ready.message,
+      new RegExp(`applying Service ${namespace}/refused failed: .*bad key!.*\\(HTTP 422\\)`),
+    );
+    assert.equal(ready.observedGeneration, server.metadata.generation);
+    assert.equal(server.status?.observedGeneration, server.metadata.generation);
+    assert.equal(server.status?.phase, "Degraded");
+    const warning = await eventually("a Warning Event with reason Invalid", async () => {
+      const events = await api().core.listNamespacedEvent({
+        namespace,
+        fieldSelector: "involvedObject.name=refused,reason=Invalid",
+      });
+      return events.items.find((e) => e.type === "Warning" && e.involvedObject.kind === "OffsiteServer");
+    });
+    assert.match(warning.message ?? "", /bad key!/);
+    const errors = await operator.metric("offsite_reconcile_errors_total", {
+      kind: "OffsiteServer",
+      reason: "Invalid",
+    });
+    assert.ok((errors ?? 0) >= 1, "counted as a failed reconcile with the API's reason");
+
+    await patchServer("refused", { spec: { service: { annotations: { "bad key!": null } } } });
+    const fixed = await untilReady("refused", (s) => s.status?.observedGeneration === s.metadata.generation);
+    assert.equal(fixed.status?.phase, "Ready");
+    await api().custom.deleteNamespacedCustomObject(ref("refused"));
+    await eventually("refused gone", async () => ((await getServer("refused")) ? undefined : true));
+  });
+
   it("exposes its metrics on /metrics with Prometheus names", async () => {
     const text = await operator.metrics();
     for (const name of [
@@ -317,9 +363,30 @@ describe("OffsiteServer", () => {
       "offsite_offsiteserver_ready",
       "offsite_offsiteserver_capacity_bytes",
       "offsite_certificate_expiry_timestamp_seconds",
-      "offsite_watch_restarts_total",
     ]) {
       assert.match(text, new RegExp(`^${name}`, "m"), name);
+    }
+    // Series exist from the start for every label value the operator knows, whether or
+    // not anything has happened to them yet (a watch restart, a Forbidden error).
+    for (const resource of [
+      "offsiteservers",
+      "statefulsets",
+      "services",
+      "secrets",
+      "persistentvolumeclaims",
+    ]) {
+      const restarts = await operator.metric("offsite_watch_restarts_total", { resource });
+      assert.ok(
+        restarts !== undefined && restarts >= 0,
+        `offsite_watch_restarts_total{resource="${resource}"}`,
+      );
+    }
+    for (const reason of ["Conflict", "Invalid", "Forbidden", "Unexpected"]) {
+      const errors = await operator.metric("offsite_reconcile_errors_total", {
+        kind: "OffsiteServer",
+        reason,
+      });
+      assert.ok(errors !== undefined, `offsite_reconcile_errors_total{reason="${reason}"}`);
     }
     const families = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => ({ name: m[1]!, type: m[2]! }));
     for (const family of families) {

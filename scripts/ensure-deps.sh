@@ -2,7 +2,10 @@
 #  - npm packages, including the project's own Node 24 (a devDependency), when
 #    node_modules is missing or older than package-lock.json;
 #  - the control-plane binaries, built from Go modules into a cache outside the repo
-#    (minutes when cold, instant when cached).
+#    (minutes when cold, instant when cached);
+#  - as root on Linux, the Debian packages of the real test node (containerd, runc, CNI
+#    plugins, conntrack, iptables, nftables; test/cluster/node/ensure-packages.sh), one
+#    dpkg-query when they are there. Elsewhere the suites that need it say why they skip.
 # Afterwards `node` on PATH is the project's Node 24, whatever the machine ships.
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +20,10 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 24 ]; then
   echo "[setup] node on PATH is $(node --version); the project's Node 24 did not install (node_modules/.bin/node)." >&2
   exit 1
+fi
+
+if [ "$(uname -s)" = Linux ] && [ "$(id -u)" -eq 0 ] && [ -z "${OFFSITE_SKIP_NODE_PACKAGES:-}" ]; then
+  bash test/cluster/node/ensure-packages.sh
 fi
 
 # A user's own binaries (envtest's KUBEBUILDER_ASSETS) skip the eager build; anything

@@ -33,7 +33,8 @@ describe("control-plane binary resolution", () => {
     process.env.OFFSITE_CACHE_DIR = "/cache";
     assert.equal(
       builtBinaryDir(),
-      `/cache/bin/all-k8s${versions.KUBERNETES_VERSION}-etcd${versions.ETCD_VERSION}-kwok${versions.KWOK_VERSION}-helm${versions.HELM_VERSION}`,
+      `/cache/bin/all-k8s${versions.KUBERNETES_VERSION}-etcd${versions.ETCD_VERSION}-kwok${versions.KWOK_VERSION}-helm${versions.HELM_VERSION}` +
+        `-crictl${versions.CRICTL_VERSION}-coredns${versions.COREDNS_VERSION}`,
     );
   });
 

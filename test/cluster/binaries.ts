@@ -13,7 +13,17 @@ import { fileURLToPath } from "node:url";
 const HERE = dirname(fileURLToPath(import.meta.url));
 
 export type BinaryName =
-  "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" | "kubectl" | "kwok" | "helm";
+  | "etcd"
+  | "kube-apiserver"
+  | "kube-controller-manager"
+  | "kube-scheduler"
+  | "kubectl"
+  | "kwok"
+  | "helm"
+  | "kubelet"
+  | "kube-proxy"
+  | "crictl"
+  | "coredns";
 
 /** The pinned versions, read from the one file that pins them. */
 export function pinnedVersions(): Record<string, string> {
@@ -32,7 +42,8 @@ export function builtBinaryDir(): string {
   return join(
     cache,
     "bin",
-    `all-k8s${v.KUBERNETES_VERSION}-etcd${v.ETCD_VERSION}-kwok${v.KWOK_VERSION}-helm${v.HELM_VERSION}`,
+    `all-k8s${v.KUBERNETES_VERSION}-etcd${v.ETCD_VERSION}-kwok${v.KWOK_VERSION}-helm${v.HELM_VERSION}` +
+      `-crictl${v.CRICTL_VERSION}-coredns${v.COREDNS_VERSION}`,
   );
 }
 

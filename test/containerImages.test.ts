@@ -5,6 +5,7 @@ import { it } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { imageFromDockerfile } from "./cluster/images/images.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 
@@ -42,5 +43,33 @@ for (const [dockerfilePath, entry] of [
       [...imported].filter((f) => !covered(f)).map((f) => f.slice(ROOT.length + 1)),
       [],
     );
+  });
+}
+
+// The real test node builds these images from the same Dockerfiles (test/cluster/images/):
+// the translation must keep what the Dockerfile says.
+for (const [dockerfilePath, repository] of [
+  ["operator/Dockerfile", "offsite.local/operator"],
+  ["agent.Dockerfile", "offsite.local/agent"],
+] as const) {
+  it(`the test node's image from ${dockerfilePath} has its entrypoint, user, workdir, environment and files`, () => {
+    const dockerfile = readFileSync(join(ROOT, dockerfilePath), "utf8");
+    const image = imageFromDockerfile(dockerfilePath, repository);
+    const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)![1]!) as string[];
+    assert.deepEqual(image.config.Entrypoint, entrypoint);
+    assert.equal(image.config.User, "65532:65532");
+    assert.equal(image.config.WorkingDir, "/app");
+    assert.ok(image.config.Env?.includes("NODE_ENV=production"));
+    const paths = new Set(image.entries.map((entry) => entry.path));
+    assert.ok(paths.has(entrypoint[0]!.slice(1)), "the Node binary is where the entrypoint runs it");
+    assert.ok(paths.has("app/package.json"));
+    assert.ok(paths.has("app/node_modules/@kubernetes/client-node"), "production dependencies are in");
+    assert.ok(!paths.has("app/node_modules/typescript"), "development dependencies are not");
+    for (const [, source] of dockerfile.matchAll(/^COPY (?!--from)(\S+) \S+$/gm)) {
+      assert.ok(
+        image.entries.some((entry) => "source" in entry && entry.source === join(ROOT, source!)),
+        `COPY ${source} is in the image`,
+      );
+    }
   });
 }

@@ -21,10 +21,20 @@ import {
 } from "../../pki/certificates.ts";
 import { binaryPath } from "./binaries.ts";
 import { ManagedProcess, releaseOnExit, removeOnExit } from "./managedProcess.ts";
+import { NODE_NETWORK } from "./node/hostState.ts";
+import { RealNode, type RealNodeOptions } from "./node/realNode.ts";
 
 export interface ControlPlaneOptions {
   /** Also run kube-controller-manager, kube-scheduler and kwok with one fake Node. */
   controllers?: boolean;
+  /**
+   * The node pods run on (implies `controllers`): "kwok" (default) fakes pod status and
+   * runs nothing; "real" runs a real kubelet, containerd, kube-proxy and CoreDNS on this
+   * machine (root, Linux; see test/cluster/node/), one at a time per machine.
+   */
+  node?: "kwok" | "real";
+  /** Settings of the real node. */
+  realNode?: RealNodeOptions;
   /** How long to wait for each component to become healthy. */
   startTimeoutMs?: number;
 }
@@ -86,6 +96,8 @@ export class ControlPlane {
   kubeconfigPath = "";
   private ca!: CertificateAndKey;
   private admin!: CertificateAndKey;
+  /** The real node, when one was asked for. */
+  node: RealNode | undefined;
 
   private readonly options: ControlPlaneOptions;
 
@@ -120,6 +132,9 @@ export class ControlPlane {
 
   private async startAll(): Promise<void> {
     const timeout = this.options.startTimeoutMs ?? 60_000;
+    const real = this.options.node === "real";
+    // The node's bridge holds the address the API server binds, so the node comes first.
+    if (real) this.node = await RealNode.prepare(this.options.realNode);
     await this.writePki();
 
     const etcdPort = await freePort();
@@ -141,12 +156,25 @@ export class ControlPlane {
     });
 
     const apiPort = await freePort();
-    this.server = `https://127.0.0.1:${apiPort}`;
+    // Pods reach the API server through the `kubernetes` Service, whose endpoint is the
+    // advertised address: with a real node that is the node IP, not loopback.
+    const apiAddress = real ? NODE_NETWORK.nodeIp : "127.0.0.1";
+    this.server = `https://${apiAddress}:${apiPort}`;
+    const realNodeFlags = real
+      ? [
+          `--service-cluster-ip-range=${NODE_NETWORK.serviceCidr}`,
+          "--authorization-mode=Node,RBAC",
+          "--enable-admission-plugins=NodeRestriction",
+          `--kubelet-client-certificate=${join(this.dir, "kubelet-client.crt")}`,
+          `--kubelet-client-key=${join(this.dir, "kubelet-client.key")}`,
+          "--kubelet-preferred-address-types=InternalIP",
+        ]
+      : ["--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC"];
     const apiserver = this.spawn("kube-apiserver", [
       `--etcd-servers=http://127.0.0.1:${etcdPort}`,
       `--secure-port=${apiPort}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
+      `--bind-address=${apiAddress}`,
+      `--advertise-address=${apiAddress}`,
       `--cert-dir=${join(this.dir, "apiserver-certs")}`,
       `--tls-cert-file=${join(this.dir, "serving.crt")}`,
       `--tls-private-key-file=${join(this.dir, "serving.key")}`,
@@ -154,15 +182,22 @@ export class ControlPlane {
       "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
       `--service-account-key-file=${join(this.dir, "sa.pub")}`,
       `--service-account-signing-key-file=${join(this.dir, "sa.key")}`,
-      "--service-cluster-ip-range=10.96.0.0/16",
-      "--authorization-mode=RBAC",
+      ...realNodeFlags,
       "--allow-privileged=true",
       "--enable-priority-and-fairness=false",
       "--v=1",
     ]);
     await this.waitFor(apiserver, timeout, () => this.apiReady());
 
-    if (this.options.controllers) await this.startControllers(timeout);
+    if (this.options.controllers || real) await this.startControllers(timeout);
+    if (this.node) {
+      await this.node.join({
+        server: this.server,
+        ca: this.ca,
+        kubeconfig: (user, client) => kubeconfigYaml(this.server, this.ca.certificatePem, client, user),
+        kubectl: (args, input) => this.kubectl(args, input),
+      });
+    }
   }
 
   private async writePki(): Promise<void> {
@@ -175,7 +210,8 @@ export class ControlPlane {
         "kubernetes",
         "kubernetes.default",
         "kubernetes.default.svc",
-        "10.96.0.1",
+        "kubernetes.default.svc.cluster.local",
+        ...(this.options.node === "real" ? [NODE_NETWORK.apiServiceIp, NODE_NETWORK.nodeIp] : ["10.96.0.1"]),
       ],
       usage: "server",
       validForMs: DAY_MS,
@@ -186,6 +222,17 @@ export class ControlPlane {
       usage: "client",
       validForMs: DAY_MS,
     });
+    if (this.options.node === "real") {
+      // The API server's identity towards kubelets (logs, exec, port-forward).
+      const kubeletClient = await issueCertificate(this.ca, {
+        commonName: "kube-apiserver-kubelet-client",
+        organizations: ["system:masters"],
+        usage: "client",
+        validForMs: DAY_MS,
+      });
+      writeFileSync(join(this.dir, "kubelet-client.crt"), kubeletClient.certificatePem);
+      writeFileSync(join(this.dir, "kubelet-client.key"), kubeletClient.privateKeyPem, { mode: 0o600 });
+    }
     const serviceAccountKey = await createPrivateKey();
     writeFileSync(join(this.dir, "ca.crt"), this.ca.certificatePem);
     writeFileSync(join(this.dir, "ca.key"), this.ca.privateKeyPem, { mode: 0o600 });
@@ -252,6 +299,15 @@ export class ControlPlane {
       `--cert-dir=${join(this.dir, "scheduler-certs")}`,
       "--v=1",
     ]);
+    if (this.options.node === "real") {
+      // The real node registers itself; its kubelet makes pods Ready, its volumes come with it.
+      await this.waitFor(manager, timeout, async () => {
+        const out = await this.kubectl(["get", "serviceaccount", "default", "-n", "default", "-o", "name"]);
+        return out.code === 0;
+      });
+      if (!scheduler.running) throw new Error(`kube-scheduler exited during start-up:\n${scheduler.tail()}`);
+      return;
+    }
     const kwok = this.spawn("kwok", [
       `--kubeconfig=${kc}`,
       "--manage-all-nodes=true",
@@ -383,6 +439,9 @@ export class ControlPlane {
 
   /** Stops every process (newest first) and removes the directory. Safe to call twice. */
   async stop(): Promise<void> {
+    // The node first: kubelet must not see its API server go, and pods must be removed
+    // through the runtime while it still runs.
+    await this.node?.stop();
     for (const p of [...this.processes].reverse()) await p.stop();
     if (!process.env.OFFSITE_KEEP_TEST_CLUSTER) rmSync(this.dir, { recursive: true, force: true });
     releaseOnExit(this.dir);

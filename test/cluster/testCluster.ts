@@ -18,6 +18,8 @@ import { join } from "node:path";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { installCrds } from "../../crds/install.ts";
 import { ControlPlane, runKubectl, type ControlPlaneOptions } from "./controlPlane.ts";
+import type { NodeImages } from "./images/images.ts";
+import { RealNode } from "./node/realNode.ts";
 
 export interface TestClusterOptions extends ControlPlaneOptions {
   /** Install the Offsite CRDs (default true). */
@@ -32,6 +34,10 @@ export interface TestCluster {
   readonly namespace: string;
   /** The throwaway control plane, when the suite started one. */
   readonly controlPlane: ControlPlane | undefined;
+  /** The real node (`node: "real"`), when the suite started one. */
+  readonly node: RealNode | undefined;
+  /** The images built here and imported into the real node (refs for pod specs). */
+  readonly images: NodeImages | undefined;
   kubectl(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /**
    * A kubeconfig that authenticates as ServiceAccount `name` in the suite's namespace
@@ -42,6 +48,14 @@ export interface TestCluster {
 
 export function usingExistingCluster(): boolean {
   return process.env.OFFSITE_TEST_CLUSTER === "existing";
+}
+
+/**
+ * Why a suite asking for `node: "real"` cannot run here (not root, not Linux, packages
+ * missing), or undefined when it can; for `describe(..., { skip })`.
+ */
+export function realNodeUnavailable(): string | undefined {
+  return usingExistingCluster() ? undefined : RealNode.unsupportedReason();
 }
 
 /** Starts (or connects to) a cluster for this suite; the handle is usable inside tests. */
@@ -67,6 +81,8 @@ export async function startTestCluster(
       kubeconfigPath,
       namespace,
       controlPlane,
+      node: controlPlane?.node,
+      images: controlPlane?.node?.images,
       kubectl: (args, input) => runKubectl(kubeconfigPath, args, input),
       serviceAccountKubeconfig: (name) => serviceAccountKubeconfig(kc, kubeconfigPath, namespace, name),
       async stop() {
@@ -112,6 +128,12 @@ export function useTestCluster(options: TestClusterOptions = {}): TestCluster {
     },
     get controlPlane() {
       return get().controlPlane;
+    },
+    get node() {
+      return get().node;
+    },
+    get images() {
+      return get().images;
     },
     kubectl: (args, input) => get().kubectl(args, input),
     serviceAccountKubeconfig: (name) => get().serviceAccountKubeconfig(name),

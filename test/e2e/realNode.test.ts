@@ -1,0 +1,304 @@
+/**
+ * The real test node end to end: a kubelet, containerd and kube-proxy on this machine run
+ * the agent image built here. Proves the node becomes Ready, a receiver pod runs the real
+ * `offsite receive` and is Ready by a real probe, its ClusterIP Service answers through
+ * kube-proxy from the host and from another pod, cluster DNS resolves it by name, a
+ * PVC binds to a local volume whose data outlives the pod, and stopping leaves nothing.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "node:tls";
+import { promisify } from "node:util";
+import { realNodeUnavailable, startTestCluster, type TestCluster } from "../cluster/testCluster.ts";
+import { leftovers } from "../cluster/node/hostState.ts";
+
+const execFileAsync = promisify(execFile);
+const ROOT = join(import.meta.dirname, "..", "..");
+const RECEIVER_PORT = 5722;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function eventually<T>(
+  what: string,
+  attempt: () => Promise<T | undefined>,
+  timeoutMs = 90_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: Error | undefined;
+  while (Date.now() < deadline) {
+    try {
+      const value = await attempt();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error instanceof Error ? error : new Error(String(error));
+    }
+    await sleep(250);
+  }
+  throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last.message}` : ""}`);
+}
+
+describe("real node", { skip: realNodeUnavailable() }, () => {
+  let cluster: (TestCluster & { stop(): Promise<void> }) | undefined;
+  let work = "";
+  let receiverCerts = "";
+  let sourceCerts = "";
+  let clusterIp = "";
+  const serviceName = "receiver";
+
+  const kubectl = async (args: string[], input?: string) => {
+    const result = await cluster!.kubectl(["-n", cluster!.namespace, ...args], input);
+    if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${result.stderr}`);
+    return result.stdout;
+  };
+  const apply = (object: object) => kubectl(["apply", "-f", "-"], JSON.stringify(object));
+
+  const receiverPod = () => ({
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: "receiver", labels: { app: "receiver" } },
+    spec: {
+      terminationGracePeriodSeconds: 2,
+      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
+      containers: [
+        {
+          name: "receiver",
+          image: cluster!.images!.agent.ref,
+          imagePullPolicy: "Never",
+          args: ["receive", "--root", "/data", "--certs", "/certs", "--port", String(RECEIVER_PORT)],
+          ports: [{ containerPort: RECEIVER_PORT, name: "offsite" }],
+          readinessProbe: { tcpSocket: { port: RECEIVER_PORT }, periodSeconds: 1 },
+          securityContext: {
+            readOnlyRootFilesystem: true,
+            allowPrivilegeEscalation: false,
+            capabilities: { drop: ["ALL"] },
+          },
+          resources: { limits: { memory: "256Mi" } },
+          volumeMounts: [
+            { name: "data", mountPath: "/data" },
+            { name: "certs", mountPath: "/certs", readOnly: true },
+            { name: "tmp", mountPath: "/tmp" },
+          ],
+        },
+      ],
+      volumes: [
+        { name: "data", persistentVolumeClaim: { claimName: "receiver-data" } },
+        { name: "certs", secret: { secretName: "receiver-certs" } },
+        { name: "tmp", emptyDir: {} },
+      ],
+    },
+  });
+
+  const waitReady = (pod: string) =>
+    eventually(`pod ${pod} Ready`, async () => {
+      const out = await kubectl([
+        "get",
+        "pod",
+        pod,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+      ]);
+      return out.trim() === "True" ? true : undefined;
+    });
+
+  /** Runs a Node script inside a pod (the agent image has Node and no shell). */
+  const nodeIn = (pod: string, script: string) =>
+    kubectl(["exec", pod, "--", "/nodejs/bin/node", "-e", script]);
+
+  before(async () => {
+    const started = performance.now();
+    cluster = await startTestCluster({ node: "real", crds: false });
+    const seconds = (performance.now() - started) / 1000;
+    process.stderr.write(
+      `[realNode] bring-up ${seconds.toFixed(1)} s; steps: ${JSON.stringify(cluster.node?.timings)}\n`,
+    );
+    work = mkdtempSync(join(tmpdir(), "offsite-e2e-"));
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it("registers a Ready node", async () => {
+    const out = await kubectl(["get", "node", "offsite-node-0", "-o", "json"]);
+    const node = JSON.parse(out) as {
+      status: {
+        conditions: { type: string; status: string }[];
+        addresses: { type: string; address: string }[];
+      };
+    };
+    assert.equal(node.status.conditions.find((c) => c.type === "Ready")?.status, "True");
+    assert.deepEqual(
+      node.status.addresses.find((a) => a.type === "InternalIP"),
+      { type: "InternalIP", address: "198.18.0.1" },
+    );
+  });
+
+  it("runs the agent image's receiver as non-root on a read-only root, Ready by its probe", async () => {
+    await apply({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: serviceName },
+      spec: {
+        selector: { app: "receiver" },
+        ports: [{ name: "offsite", port: RECEIVER_PORT, targetPort: "offsite" }],
+      },
+    });
+    clusterIp = (await kubectl(["get", "service", serviceName, "-o", "jsonpath={.spec.clusterIP}"])).trim();
+    assert.match(clusterIp, /^198\.19\./);
+    const dnsName = `${serviceName}.${cluster!.namespace}.svc`;
+    const source = randomUUID();
+    const certs = join(work, "certs");
+    await execFileAsync(process.execPath, [
+      join(ROOT, "agent", "main.mjs"),
+      "certs",
+      "--out",
+      certs,
+      "--host",
+      dnsName,
+      "--host",
+      clusterIp,
+      "--source",
+      source,
+    ]);
+    receiverCerts = join(certs, "receiver");
+    sourceCerts = join(certs, `source-${source}`);
+    await kubectl([
+      "create",
+      "secret",
+      "generic",
+      "receiver-certs",
+      `--from-file=ca.crt=${join(receiverCerts, "ca.crt")}`,
+      `--from-file=tls.crt=${join(receiverCerts, "tls.crt")}`,
+      `--from-file=tls.key=${join(receiverCerts, "tls.key")}`,
+    ]);
+    await apply({
+      apiVersion: "v1",
+      kind: "PersistentVolumeClaim",
+      metadata: { name: "receiver-data" },
+      spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+    });
+    await apply(receiverPod());
+    await waitReady("receiver");
+    const status = JSON.parse(await kubectl(["get", "pod", "receiver", "-o", "json"])) as {
+      status: { containerStatuses: { ready: boolean; state: { running?: object } }[] };
+    };
+    assert.ok(status.status.containerStatuses[0]?.state.running, "the receiver container is running");
+    // The process inside is the agent, running as nonroot.
+    const identity = await nodeIn("receiver", "console.log(process.getuid(), process.argv0)");
+    assert.match(identity, /^65532 /);
+    const pvc = await kubectl([
+      "get",
+      "pvc",
+      "receiver-data",
+      "-o",
+      "jsonpath={.status.phase} {.spec.volumeName}",
+    ]);
+    assert.match(pvc, /^Bound offsite-local-\d+/);
+  });
+
+  it("answers on its ClusterIP from the host through kube-proxy, with TLS", async () => {
+    const ca = readFileSync(join(sourceCerts, "ca.crt"));
+    const cert = readFileSync(join(sourceCerts, "tls.crt"));
+    const key = readFileSync(join(sourceCerts, "tls.key"));
+    const authorized = await eventually(
+      "a TLS handshake with the receiver via its ClusterIP",
+      () =>
+        new Promise<boolean | undefined>((resolve) => {
+          const socket = connect({
+            host: clusterIp,
+            port: RECEIVER_PORT,
+            ca,
+            cert,
+            key,
+            servername: clusterIp,
+            timeout: 3000,
+          });
+          socket.once("secureConnect", () => {
+            resolve(socket.authorized || undefined);
+            socket.destroy();
+          });
+          socket.once("error", () => resolve(undefined));
+          socket.once("timeout", () => {
+            socket.destroy();
+            resolve(undefined);
+          });
+        }),
+    );
+    assert.equal(authorized, true);
+  });
+
+  it("is reached from another pod by its cluster DNS name", async () => {
+    await apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "client" },
+      spec: {
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: "client",
+            image: cluster!.images!.agent.ref,
+            imagePullPolicy: "Never",
+            command: ["/nodejs/bin/node", "-e", "setInterval(() => {}, 1 << 30)"],
+          },
+        ],
+      },
+    });
+    await waitReady("client");
+    const name = `${serviceName}.${cluster!.namespace}.svc`;
+    const script = `
+      const dns = require("node:dns"), net = require("node:net");
+      dns.lookup(${JSON.stringify(name)}, { family: 4 }, (error, address) => {
+        if (error) { console.log(JSON.stringify({ error: error.code })); return; }
+        const socket = net.connect(${RECEIVER_PORT}, ${JSON.stringify(name)}, () => {
+          console.log(JSON.stringify({ address, connected: true })); socket.destroy();
+        });
+        socket.on("error", (e) => console.log(JSON.stringify({ address, error: e.code })));
+      });`;
+    const result = await eventually("DNS and a connection from the client pod", async () => {
+      const parsed = JSON.parse(await nodeIn("client", script)) as { address?: string; connected?: boolean };
+      return parsed.connected ? parsed : undefined;
+    });
+    assert.equal(result.address, clusterIp);
+    // Names outside the cluster are not resolved: nothing is forwarded off the machine.
+    const outside = await nodeIn(
+      "client",
+      `require("node:dns").lookup("example.com", (e) => console.log(e ? e.code : "resolved"))`,
+    );
+    assert.notEqual(outside.trim(), "resolved");
+  });
+
+  it("keeps the PVC's data when the pod is deleted", async () => {
+    await nodeIn("receiver", `require("node:fs").writeFileSync("/data/marker", "kept")`);
+    await kubectl(["delete", "pod", "receiver", "--wait=true"]);
+    await apply(receiverPod());
+    await waitReady("receiver");
+    const read = await nodeIn(
+      "receiver",
+      `process.stdout.write(require("node:fs").readFileSync("/data/marker", "utf8"))`,
+    );
+    assert.equal(read, "kept");
+  });
+
+  it("stops without leaving a process, mount, netns, link, chain or cgroup behind", async () => {
+    const node = cluster!.node!;
+    const pids = node.pids;
+    assert.ok(pids.length >= 3);
+    const started = performance.now();
+    await cluster!.stop();
+    cluster = undefined;
+    process.stderr.write(
+      `[realNode] teardown ${((performance.now() - started) / 1000).toFixed(1)} s; steps: ${JSON.stringify(node.timings)}\n`,
+    );
+    assert.deepEqual(leftovers(), []);
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), `process ${pid} is gone`);
+  });
+});

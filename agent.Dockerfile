@@ -15,6 +15,7 @@ FROM gcr.io/distroless/nodejs24-debian12:nonroot
 WORKDIR /app
 COPY --from=dependencies /app/node_modules ./node_modules
 COPY package.json ./
+COPY contract ./contract
 COPY pki ./pki
 COPY agent ./agent
 USER 65532:65532

@@ -237,7 +237,7 @@ async function finalizeOffsiteServer(
   ctx: ControllerContext,
   server: OffsiteServer,
   log: Logger,
-): Promise<void> {
+): Promise<string> {
   const { namespace, name } = server.metadata as { namespace: string; name: string };
   const claimName = offsiteServerNames(name).dataClaim;
   const deletesData = server.spec?.retainPolicy === "Delete" && !server.spec.storage?.existingClaim;
@@ -263,14 +263,9 @@ async function finalizeOffsiteServer(
       "kept the data volume (retainPolicy: Retain)",
     );
   }
-  await ctx.events.record(
-    server,
-    "Normal",
-    "Finalized",
-    deletesData
-      ? `Deleted the data claim ${claimName} as retainPolicy is Delete.`
-      : `Kept the data volume ${server.spec?.storage?.existingClaim ?? claimName} (retainPolicy: Retain); recreate the OffsiteServer with the same name to use it again.`,
-  );
+  return deletesData
+    ? `Deleted the data claim ${claimName} as retainPolicy is Delete.`
+    : `Kept the data volume ${server.spec?.storage?.existingClaim ?? claimName} (retainPolicy: Retain); recreate the OffsiteServer with the same name to use it again.`;
 }
 
 function publishServerMetrics(

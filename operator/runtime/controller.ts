@@ -90,9 +90,11 @@ export interface ControllerDefinition<T extends CustomObject = CustomObject> {
   /**
    * With a finalize step the runtime keeps the finalizer on every object of the kind and,
    * once the object is being deleted, runs this (idempotent; throwing retries) before
-   * removing the finalizer.
+   * removing the finalizer. It returns what it did; the runtime records that as the
+   * `Finalized` Event once the finalizer is gone, so a retried removal (a 409 on a stale
+   * read) runs the step again but never tells the story twice.
    */
-  finalize?(ctx: ControllerContext, object: T, log: Logger): Promise<void>;
+  finalize?(ctx: ControllerContext, object: T, log: Logger): Promise<string>;
   /** Exports an object's status as metrics; called after every status the runtime writes. */
   publish?(ctx: ControllerContext, object: T, status: NonNullable<T["status"]>): void;
   /** Drops what is kept about an object that is gone (its metric series). */

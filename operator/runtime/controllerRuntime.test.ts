@@ -187,7 +187,7 @@ describe("one run of a controller, against a fake API server", () => {
       ...controller("Thing", "things", []),
       failurePhase: "Degraded",
       reconcile: () => Promise.reject(refused),
-      finalize: () => Promise.resolve(),
+      finalize: () => Promise.resolve("done"),
     };
     try {
       await assert.rejects(reconcileObject(contextFor(api.kc), thing, "ns", "a", object), refused);
@@ -224,15 +224,22 @@ describe("one run of a controller, against a fake API server", () => {
       ...controller("Thing", "things", []),
       finalize: (_ctx, object) => {
         finalized.push(object.metadata.name!);
-        return Promise.resolve();
+        return Promise.resolve("Released what Thing a held.");
       },
     };
     try {
       assert.deepEqual(await reconcileObject(contextFor(api.kc), thing, "ns", "a", object), {});
       assert.deepEqual(finalized, ["a"]);
+      // The finalizer goes first; the Event tells of it only once that succeeded.
       assert.deepEqual(
-        api.requests.map((r) => [r.method, r.body]),
-        [["PATCH", { metadata: { resourceVersion: "7", finalizers: ["other"] } }]],
+        api.requests.map((r) => [
+          r.method,
+          r.method === "PATCH" ? r.body : (r.body as { reason: string }).reason,
+        ]),
+        [
+          ["PATCH", { metadata: { resourceVersion: "7", finalizers: ["other"] } }],
+          ["POST", "Finalized"],
+        ],
       );
     } finally {
       await api.close();

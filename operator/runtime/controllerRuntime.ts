@@ -216,11 +216,13 @@ export async function reconcileObject(
       case "released":
         controller.forget?.(ctx, namespace, name);
         return {};
-      case "finalize":
-        await controller.finalize?.(ctx, object, log);
+      case "finalize": {
+        const done = await controller.finalize?.(ctx, object, log);
         await patchFinalizer(ctx.kc, controller, object, "remove");
+        if (done) await ctx.events.record(object, "Normal", "Finalized", done);
         controller.forget?.(ctx, namespace, name);
         return {};
+      }
       case "addFinalizer":
         object = await patchFinalizer(ctx.kc, controller, object, "add");
         break;

@@ -280,6 +280,30 @@ describe("a receiver facing hostile peers", () => {
     stillIntact();
   });
 
+  it("refuses a symlink whose target holds a NUL byte (restore could never create it)", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const { error } = await exchange(
+      socket,
+      hello(),
+      encodeJson(FrameType.Symlink, { path: "nul-link", mtime: 0, target: "/tmp\0/etc" }),
+    );
+    assert.equal(error?.code, "bad-message");
+    assert.match(error.message, /symlink target cannot contain a NUL byte/);
+    stillIntact();
+  });
+
+  it("refuses a path near 4 KiB that the file system cannot take under the root as bad-path, not internal", async () => {
+    // 16 names of 250 bytes: 4,015 bytes, a valid path, too long once under the staging tree.
+    const names = Array.from({ length: 16 }, (_, i) => String(i % 10).repeat(250));
+    const dirs = names.map((_, i) => names.slice(0, i + 1).join("/"));
+    const frames = dirs.map((path) => encodeJson(FrameType.Directory, { path, mtime: 0, mode: 0o755 }));
+    const socket = await connectAs(receiver.port, good);
+    const { error } = await exchange(socket, hello(), ...frames, fileFrame(`${dirs.at(-1)}/f`, "x"));
+    assert.equal(error?.code, "bad-path", error?.message);
+    assert.match(error.message, /too long for the receiver's file system/);
+    stillIntact();
+  });
+
   it("refuses a client that speaks only an unknown protocol version", async () => {
     const socket = await connectAs(receiver.port, good);
     const future = encodeJson(FrameType.Hello, {
@@ -351,6 +375,132 @@ describe("a receiver facing hostile peers", () => {
     const version = reportOf<{ version: string }>(pushed).version;
     const stored = readFileSync(join(root, SITE, SOURCE, "versions", version, "tree", "resumed.bin"));
     assert.ok(stored.equals(data), "the stored file is the changed one, byte for byte");
+  });
+});
+
+describe("a receiver facing a silent client", () => {
+  let work: string;
+  let receiver: ReceiverProcess;
+  let certs: { receiver: string; client: string };
+  let credentials: Credentials;
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), "offsite-idle-"));
+    certs = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
+    const read = (name: string) => readFileSync(join(certs.client, name), "utf8");
+    credentials = { ca: read("ca.crt"), cert: read("tls.crt"), key: read("tls.key") };
+    receiver = await startReceiverProcess(join(work, "root"), certs.receiver, ["--idle-timeout", "1s"]);
+    mkdirSync(join(work, "src"));
+    writeFileSync(join(work, "src", "a.txt"), "a");
+  });
+  after(async () => {
+    await receiver?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+  const push = () =>
+    runOffsite([
+      "push",
+      join(work, "src"),
+      "--to",
+      `127.0.0.1:${receiver.port}`,
+      "--certs",
+      certs.client,
+      "--json",
+    ]);
+
+  for (const [when, frames] of [
+    ["right after Hello", () => [hello()]],
+    [
+      "between frames, in the middle of a large file",
+      () => [
+        hello(),
+        encodeJson(FrameType.Begin, { path: "big.bin", mtime: 0, mode: 0o644 }),
+        encodeFrame(FrameType.Data, randomBytes(4096)),
+      ],
+    ],
+  ] as const) {
+    it(`cuts off a client that goes silent ${when}, and the next push of the source runs`, async () => {
+      const socket = await connectAs(receiver.port, credentials);
+      const started = Date.now();
+      // exchange() keeps reading (and the socket open) until the receiver closes it.
+      const { error } = await exchange(socket, ...frames());
+      const waited = Date.now() - started;
+      assert.equal(error?.code, "idle-timeout", JSON.stringify(error));
+      assert.match(error.message, /sent \(or read\) nothing for 1s .*free for the next job/);
+      assert.ok(waited >= 900 && waited < 10_000, `cut off after ${waited} ms`);
+      const pushed = await push();
+      assert.equal(pushed.code, 0, pushed.stderr);
+      assert.ok(receiver.events.some((e) => e.event === "failed" && e.code === "idle-timeout"));
+    });
+  }
+
+  it("cuts off a push that takes the lock and then neither sends nor reads: the push behind it runs", async () => {
+    // A push that takes the lock, then neither sends nor reads anything.
+    const socket = await connectAs(receiver.port, credentials);
+    socket.on("error", () => undefined);
+    socket.write(hello());
+    socket.pause();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const busy = await push();
+    assert.equal(busy.code, 1, "the first session holds the source");
+    assert.match(busy.stderr, /already running/);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const pushed = await push();
+    assert.equal(pushed.code, 0, pushed.stderr);
+    socket.destroy();
+  });
+});
+
+describe("a client facing a receiver that says nothing", () => {
+  it("gives up on each wait after its bound with a clear error, never hangs", async () => {
+    const work = mkdtempSync(join(tmpdir(), "offsite-client-bound-"));
+    const servers: { close(): void }[] = [];
+    try {
+      const certs = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
+      mkdirSync(join(work, "src"));
+      writeFileSync(join(work, "src", "a.txt"), "a");
+      const read = (name: string) => readFileSync(join(certs.receiver, name), "utf8");
+      const { createServer: createTlsServer } = await import("node:tls");
+      const { createServer: createTcpServer } = await import("node:net");
+      // Completes the TLS handshake, then never sends a frame.
+      const mute = createTlsServer(
+        { ca: read("ca.crt"), cert: read("tls.crt"), key: read("tls.key"), requestCert: true },
+        (socket) => socket.on("error", () => undefined),
+      ).listen(0, "127.0.0.1");
+      // Accepts TCP, never speaks TLS.
+      const deaf = createTcpServer((socket) => socket.on("error", () => undefined)).listen(0, "127.0.0.1");
+      servers.push(mute, deaf);
+      await Promise.all([once(mute, "listening"), once(deaf, "listening")]);
+      const { spawn } = await import("node:child_process");
+      const main = join(import.meta.dirname, "../../agent/main.mjs");
+      const run = (port: number, ...args: string[]) =>
+        new Promise<{ code: number | null; stderr: string; ms: number }>((resolve) => {
+          const started = Date.now();
+          const child = spawn(
+            process.execPath,
+            [main, ...args, "--to", `127.0.0.1:${port}`, "--certs", certs.client],
+            {
+              env: { ...process.env, OFFSITE_CLIENT_TIMEOUT: "1s" },
+              stdio: ["ignore", "ignore", "pipe"],
+            },
+          );
+          let stderr = "";
+          child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+          child.on("close", (code) => resolve({ code, stderr, ms: Date.now() - started }));
+        });
+      for (const [server, args, problem] of [
+        [mute, ["push", join(work, "src")], /sent \(or read\) nothing for 1s; the job stops/],
+        [deaf, ["push", join(work, "src")], /no TLS connection within 1s/],
+        [mute, ["compare", join(work, "src")], /sent \(or read\) nothing for 1s/],
+      ] as const) {
+        const result = await run((server.address() as { port: number }).port, ...args);
+        assert.notEqual(result.code, 0);
+        assert.match(result.stderr, problem);
+        assert.ok(result.ms < 15_000, `gave up after ${result.ms} ms`);
+      }
+    } finally {
+      for (const server of servers) server.close();
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });
 

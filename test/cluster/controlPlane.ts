@@ -21,7 +21,7 @@ import {
 } from "../../pki/certificates.ts";
 import { binaryPath } from "./binaries.ts";
 import { ManagedProcess, releaseOnExit, removeOnExit } from "./managedProcess.ts";
-import { NODE_NETWORK } from "./node/hostState.ts";
+import { NODE_NETWORK, inOurCgroups, sweepOnNextStart } from "./node/hostState.ts";
 import { RealNode, type RealNodeOptions } from "./node/realNode.ts";
 
 export interface ControlPlaneOptions {
@@ -125,7 +125,11 @@ export class ControlPlane {
   }
 
   private spawn(name: string, args: string[]): ManagedProcess {
-    const process_ = new ManagedProcess(name, binaryPath(name as never), args, join(this.dir, `${name}.log`));
+    const binary = binaryPath(name as never);
+    // With a real node, the control plane joins the node's cgroups too: a run killed with
+    // SIGKILL leaves no API server behind either, the next run's sweep ends it.
+    const command = this.node ? inOurCgroups(binary, args) : { command: binary, args };
+    const process_ = new ManagedProcess(name, command.command, command.args, join(this.dir, `${name}.log`));
     this.processes.push(process_);
     return process_;
   }
@@ -134,7 +138,10 @@ export class ControlPlane {
     const timeout = this.options.startTimeoutMs ?? 60_000;
     const real = this.options.node === "real";
     // The node's bridge holds the address the API server binds, so the node comes first.
-    if (real) this.node = await RealNode.prepare(this.options.realNode);
+    if (real) {
+      this.node = await RealNode.prepare(this.options.realNode);
+      sweepOnNextStart(this.dir);
+    }
     await this.writePki();
 
     const etcdPort = await freePort();
@@ -441,8 +448,9 @@ export class ControlPlane {
   async stop(): Promise<void> {
     // The node first: kubelet must not see its API server go, and pods must be removed
     // through the runtime while it still runs.
-    await this.node?.stop();
+    await this.node?.stopDaemons();
     for (const p of [...this.processes].reverse()) await p.stop();
+    await this.node?.stop();
     if (!process.env.OFFSITE_KEEP_TEST_CLUSTER) rmSync(this.dir, { recursive: true, force: true });
     releaseOnExit(this.dir);
   }

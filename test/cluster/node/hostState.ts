@@ -13,7 +13,16 @@
  * ours" is "kill what is in those cgroups": no process is found by name.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  rmdirSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
@@ -250,6 +259,16 @@ interface Record_ {
   nftTablesBefore: string[];
 }
 
+function ownedDirsPath(): string {
+  return join(nodeStateDir(), "owned-dirs");
+}
+
+/** Records a directory (the control plane's) for the sweep to remove, should this run be killed. */
+export function sweepOnNextStart(dir: string): void {
+  mkdirSync(nodeStateDir(), { recursive: true });
+  appendFileSync(ownedDirsPath(), `${dir}\n`);
+}
+
 function recordPath(): string {
   return join(nodeStateDir(), "host-record.json");
 }
@@ -391,7 +410,12 @@ export function sweep(): Record<string, number> {
     }
   }
   lap("cgroups");
-  // 9. The state directory, unless kept for a post-mortem (its logs). The lock stays.
+  // 9. The state directory, unless kept for a post-mortem (its logs), and the directories
+  // recorded in it (a killed run's control plane). The lock stays.
+  if (existsSync(ownedDirsPath()) && !process.env.OFFSITE_KEEP_TEST_CLUSTER) {
+    for (const dir of readFileSync(ownedDirsPath(), "utf8").split("\n"))
+      if (dir.trim()) rmSync(dir.trim(), { recursive: true, force: true });
+  }
   if (existsSync(state)) {
     for (const entry of readdirSync(state)) {
       if (entry === "lock") continue;

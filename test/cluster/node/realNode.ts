@@ -637,10 +637,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   }
 
   /**
-   * Stops the node: kubelet and kube-proxy, kube-proxy's rules, every pod through the CRI
-   * (so CNI releases addresses and veths), containerd, then sweeps the host. Safe twice.
+   * Stops the node's daemons: kubelet and kube-proxy, kube-proxy's rules, every pod
+   * through the CRI (so CNI releases addresses and veths), containerd. Safe twice.
    */
-  async stop(): Promise<void> {
+  async stopDaemons(): Promise<void> {
     const byName = (name: string) => this.processes.find((p) => p.name === name);
     const proxy = byName("kube-proxy");
     const containerd = byName("containerd");
@@ -659,6 +659,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       await this.time("stop-containerd", () => containerd.stop());
     }
     for (const p of this.processes) await p.stop();
+  }
+
+  /** Stops the node and sweeps the host (and whatever else is in our cgroups). Safe twice. */
+  async stop(): Promise<void> {
+    await this.stopDaemons();
     const swept = sweep();
     for (const [step, ms] of Object.entries(swept)) this.timings[`sweep-${step}`] = ms / 1000;
     this.releaseLock?.();

@@ -224,11 +224,22 @@ async function handleSession(
   } catch (error) {
     const { code, message } = describeFailure(error);
     emit({ event: "failed", session, code, message, peer: socket.remoteAddress });
+    // The session is over: free the source before the lingering close, which may wait
+    // seconds on a peer that reads nothing. Staging is closed first (synchronously), so
+    // the next session of the source finds it complete.
+    release();
     await connection.abort(code, message);
   } finally {
+    release();
+  }
+
+  function release(): void {
     staging?.close();
+    staging = undefined;
     if (lockKey) state.pushing.delete(lockKey);
+    lockKey = undefined;
     if (countedJob) state.jobs--;
+    countedJob = false;
   }
 }
 

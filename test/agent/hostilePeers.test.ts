@@ -435,6 +435,8 @@ describe("a receiver facing a silent client", () => {
 
   it("cuts off a push that takes the lock and then neither sends nor reads: the push behind it runs", async () => {
     // A push that takes the lock, then neither sends nor reads anything.
+    const timeouts = () => receiver.events.filter((e) => e.event === "failed" && e.code === "idle-timeout");
+    const before = timeouts().length;
     const socket = await connectAs(receiver.port, credentials);
     socket.on("error", () => undefined);
     socket.write(hello());
@@ -443,7 +445,12 @@ describe("a receiver facing a silent client", () => {
     const busy = await push();
     assert.equal(busy.code, 1, "the first session holds the source");
     assert.match(busy.stderr, /already running/);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Once the receiver has cut it off (it still lingers, unread), the source is free.
+    const started = Date.now();
+    while (timeouts().length === before) {
+      assert.ok(Date.now() - started < 10_000, "the silent session was never cut off");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const pushed = await push();
     assert.equal(pushed.code, 0, pushed.stderr);
     socket.destroy();

@@ -113,7 +113,7 @@ describe("real node", { skip: realNodeUnavailable() }, () => {
 
   before(async () => {
     const started = performance.now();
-    cluster = await startTestCluster({ node: "real", crds: false });
+    cluster = await startTestCluster({ node: "real", crds: false, realNode: { operatorImage: true } });
     const seconds = (performance.now() - started) / 1000;
     process.stderr.write(
       `[realNode] bring-up ${seconds.toFixed(1)} s; steps: ${JSON.stringify(cluster.node?.timings)}\n`,
@@ -139,6 +139,10 @@ describe("real node", { skip: realNodeUnavailable() }, () => {
       node.status.addresses.find((a) => a.type === "InternalIP"),
       { type: "InternalIP", address: "198.18.0.1" },
     );
+    // The guard that keeps our ranges off every other interface is in place.
+    const { stdout: guard } = await execFileAsync("nft", ["list", "table", "inet", "offsite_guard"]);
+    assert.match(guard, /ip saddr 198\.18\.0\.0\/15 drop/);
+    assert.match(guard, /ip daddr 198\.18\.0\.0\/15 drop/);
   });
 
   it("runs the agent image's receiver as non-root on a read-only root, Ready by its probe", async () => {
@@ -274,6 +278,46 @@ describe("real node", { skip: realNodeUnavailable() }, () => {
       `require("node:dns").lookup("example.com", (e) => console.log(e ? e.code : "resolved"))`,
     );
     assert.notEqual(outside.trim(), "resolved");
+    // And pods have no default route: only 198.18/16 and 198.19/16 (and their own subnet).
+    const routes = await nodeIn(
+      "client",
+      `process.stdout.write(require("node:fs").readFileSync("/proc/net/route", "utf8"))`,
+    );
+    const destinations = routes
+      .trim()
+      .split("\n")
+      .slice(1)
+      .map((line) => line.split(/\s+/)[1]);
+    assert.ok(destinations.length > 0);
+    assert.ok(!destinations.includes("00000000"), `no default route in a pod:\n${routes}`);
+  });
+
+  it("runs the operator image built from operator/Dockerfile", async () => {
+    await apply({
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "operator-help" },
+      spec: {
+        restartPolicy: "Never",
+        securityContext: { runAsNonRoot: true },
+        containers: [
+          {
+            name: "operator",
+            image: cluster!.images!.operator!.ref,
+            imagePullPolicy: "Never",
+            args: ["--help"],
+            securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false },
+          },
+        ],
+      },
+    });
+    const phase = await eventually("the operator pod to finish", async () => {
+      const out = (await kubectl(["get", "pod", "operator-help", "-o", "jsonpath={.status.phase}"])).trim();
+      return out === "Succeeded" || out === "Failed" ? out : undefined;
+    });
+    const logs = await kubectl(["logs", "operator-help"]);
+    assert.equal(phase, "Succeeded", logs);
+    assert.match(logs, /--metrics-address/);
   });
 
   it("keeps the PVC's data when the pod is deleted", async () => {

@@ -53,19 +53,12 @@ export const receiveFlags = {
   suspendedSources: flags.guids("A source whose pushes are refused as suspended (repeat the flag).", {
     flag: "suspended-source",
   }),
-  // No `default` in the table: an absent flag leaves the option undefined and the receiver
-  // applies DEFAULT_IDLE_TIMEOUT_MS, so rendered args stay as they were for every spec.
   idleTimeout: flags.duration(
-    "End a session whose client sends or reads nothing for this long, freeing its source (default 5m).",
+    "End a session whose client sends or reads nothing for this long, freeing its source.",
+    { default: DEFAULT_IDLE_TIMEOUT_MS },
   ),
 };
-/**
- * idleTimeout is optional here (it is no OffsiteServer spec field yet, and the operator's
- * args leave it out, so the receiver's default applies); every other option must be given.
- */
-export type ReceiveOptions = Omit<OptionsOf<typeof receiveFlags>, "idleTimeout"> & {
-  idleTimeout?: number | undefined;
-};
+export type ReceiveOptions = OptionsOf<typeof receiveFlags>;
 
 export function retentionOf(options: ReceiveOptions): RetentionPolicy {
   const { keepLast, keepDaily, keepWeekly, keepMonthly } = options;

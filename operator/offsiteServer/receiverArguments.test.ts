@@ -6,6 +6,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS } from "../../contract/roles.ts";
 import { agentCommandLineOf } from "../../test/contract/agentCommandLine.ts";
 import { RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR } from "./desiredState.ts";
 import { aReceiverContainer } from "./fixtures.ts";
@@ -28,6 +29,7 @@ describe("the receiver's command line", () => {
       ...DEFAULT_RETENTION,
       maxConcurrentJobs: 16,
       suspendedSources: [],
+      idleTimeout: DEFAULT_IDLE_TIMEOUT_MS,
     });
     // The paths it names are where the volumes are mounted.
     assert.equal(mounts.data, RECEIVER_DATA_DIR);

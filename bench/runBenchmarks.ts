@@ -2,6 +2,8 @@
  * `npm run bench`: B1–B4 and B8 of ../shared/notes/performance.md, each side by side with
  * its baselines in the same run, on loopback through the same latency relay. Writes
  * bench/RESULTS.md (a table with the machine and the date) and bench/results.json.
+ * One file so that every benchmark and its baselines share one run, one relay and one
+ * table (past ~400 lines for that reason).
  *
  *   npm run bench                     everything at the sizes of the performance notes
  *   npm run bench -- --only B1,B3     some of them

@@ -3,6 +3,9 @@
  * paths, bad frames, garbage, wrong certificates, a source posing as another, a full
  * disk. Each is refused with a clear error, nothing is written outside the root, and the
  * previous version stays current and restorable.
+ *
+ * Long on purpose (past ~400 lines): one case per attack, each written out as the
+ * attacker would send it, so a reader sees every hostile input in one place.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";

@@ -2,6 +2,7 @@
  * The operator and the OffsiteServer reconciler on a real control plane with
  * controller-manager, scheduler and kwok: objects, readiness, convergence, deletion,
  * invalid specs and conflicts. Leader election and crashes: operatorHa.test.ts.
+ * One control plane serves every case (each costs seconds to start), hence one long file.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";

@@ -417,19 +417,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       `--cert-dir=${join(p.kubeletRoot, "pki")}`,
       "--v=1",
     ]);
-    await this.time("kubelet-ready", () =>
-      this.waitFor(kubelet, `node ${this.name} Ready`, async () => {
-        const ready = await plane.kubectl([
-          "get",
-          "node",
-          this.name,
-          "-o",
-          'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
-        ]);
-        return ready.stdout.trim() === "True";
-      }),
-    );
-
     writeFileSync(
       join(p.config, "kube-proxy.yaml"),
       JSON.stringify({
@@ -452,15 +439,32 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       `--config=${join(p.config, "kube-proxy.yaml")}`,
       "--v=1",
     ]);
-    await this.time("kube-proxy-ready", () =>
+    // kubelet, kube-proxy, the volumes and CoreDNS come up side by side: each waits for
+    // what it needs (the scheduler for the Ready node, CoreDNS for the kubernetes Service).
+    const kubeletReady = this.time("kubelet-ready", () =>
+      this.waitFor(kubelet, `node ${this.name} Ready`, async () => {
+        const ready = await plane.kubectl([
+          "get",
+          "node",
+          this.name,
+          "-o",
+          'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        ]);
+        return ready.stdout.trim() === "True";
+      }),
+    );
+    const proxyReady = this.time("kube-proxy-ready", () =>
       this.waitFor(proxy, "kube-proxy", async () => {
         const response = await fetch("http://127.0.0.1:10256/healthz").catch(() => undefined);
         return response?.ok === true;
       }),
     );
-
-    await this.time("storage", () => this.applyStorage(plane));
-    if (this.options.dns !== false) await this.time("dns", () => this.applyDns(plane, kubelet));
+    const storage = this.time("storage", () => this.applyStorage(plane));
+    const dns =
+      this.options.dns !== false ? this.time("dns", () => this.applyDns(plane, kubelet)) : undefined;
+    // Every promise is awaited (allSettled), so a failure in one leaves none unhandled.
+    const results = await Promise.allSettled([kubeletReady, proxyReady, storage, dns]);
+    for (const result of results) if (result.status === "rejected") throw result.reason;
   }
 
   private async apply(plane: ControlPlaneAccess, objects: object[], what: string): Promise<void> {

@@ -55,11 +55,19 @@ changed large files send only the chunks that changed, deletions and renames are
 Filters run here, so filtered data never leaves: --exclude '**/*.tmp', --include 'db/**',
 --max-file-size 1Gi; --firewall stops executables and scripts (by content and extension) and
 files matching --firewall-block, except those matching --firewall-allow. Every file kept back
-is listed in the report.`,
+is listed in the report.
+An entry that cannot be read (permission denied, an I/O error, a name too long, a file
+swapped for a link during the job) does not stop the job: it is listed in the report under
+'problems' with its reason, the receiver keeps its previous copy of it (and of everything
+under a directory that cannot be listed), and the version is marked partial.
+Exit status: 0 when the whole source was backed up, 3 when the job completed but some
+entries could not be read (partial), 1 when the job failed, 2 on a usage error.`,
   compare: `offsite compare SRC --to HOST:PORT|DIR [options]
 Reports added / changed / missing / extra files between SRC and a version (default: the
-newest) without sending file data, deciding "changed" exactly as push does. Exit status: 0 when
-they match, 1 when they differ, 2 on error.`,
+newest) without sending file data, deciding "changed" exactly as push does. An entry that
+cannot be read is reported as a problem, never as missing or changed. Exit status: 0 when
+they match, 1 when they differ, 3 when nothing readable differs but some entries could not
+be read, 2 on error.`,
   restore: `offsite restore --from HOST:PORT|DIR [options] DEST
 Brings a version (default: the newest) back into DEST; every file is verified by SHA-256
 before it appears.`,
@@ -96,6 +104,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 type Output = ReturnType<typeof createOutput>;
+
+/**
+ * The exit status of a job that completed without some entries it could not read (push:
+ * a partial version; compare: no difference found in the rest), as rsync's 23 and
+ * restic's 3.
+ */
+const PARTIAL = 3;
 
 async function runCerts(options: CertsOptions, output: Output): Promise<number> {
   const { writeCertificates } = await import("./certsCommand.ts");
@@ -174,9 +189,13 @@ async function runPush(positionals: string[], options: PushOptions, output: Outp
         report.filtered.map((f) => `\n  filtered ${f.path} (${f.reason})`).join("") +
         report.vanished
           .map((path) => `\n  vanished ${path} (gone since the scan; not in this version)`)
-          .join(""),
+          .join("") +
+        (report.problems.length > 0
+          ? `\npartial: ${report.problems.length} not backed up (the previous copy, if any, is kept)` +
+            report.problems.map((p) => `\n  unreadable ${p.path} (${p.reason})`).join("")
+          : ""),
     );
-    return 0;
+    return report.outcome === "partial" ? PARTIAL : 0;
   } finally {
     await target.close();
   }
@@ -194,13 +213,18 @@ async function runCompare(positionals: string[], options: CompareOptions, output
         ({ path, aspects }) => `${"metadata".padEnd(8)} ${path} (${aspects.join(", ")})`,
       ),
     ];
+    const differs = lines.length > 0;
+    const problems = report.problems.map((p) => `unreadable ${p.path} (${p.reason})`);
     output.result(
       report,
-      report.match
+      (report.match
         ? `matches version ${report.version}`
-        : `differs from version ${report.version}:\n${lines.join("\n")}`,
+        : differs
+          ? `differs from version ${report.version}:\n${lines.join("\n")}`
+          : `no difference from version ${report.version} in what could be read`) +
+        (problems.length > 0 ? `\n${problems.join("\n")}` : ""),
     );
-    return report.match ? 0 : 1;
+    return report.match ? 0 : differs ? 1 : PARTIAL;
   } finally {
     await target.close();
   }

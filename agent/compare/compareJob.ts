@@ -6,13 +6,22 @@
  * target changes under `changed`, mode and mtime changes (a chmod, a touch, a directory
  * whose contents changed) under `metadata`. Files whose size and mtime match are taken
  * as equal unless `checksum` is set; a file that only its hash can judge is hashed
- * locally.
+ * locally. An entry that cannot be read (permission, I/O error, a directory that cannot be
+ * listed) is reported under `problems`, never as missing or changed: what the version holds
+ * there is neither confirmed nor contradicted, as the next push keeps it.
  */
 import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { excludedPath, type FilterOptions } from "../source/filters.ts";
 import { hashFile } from "../source/hashFile.ts";
-import { isVanished, scanTree } from "../source/scanTree.ts";
+import {
+  coveredBy,
+  type EntryProblem,
+  isEntryProblem,
+  isVanished,
+  problemReason,
+  scanTree,
+} from "../source/scanTree.ts";
 import { type MetadataAspect, whatChanged } from "../source/whatChanged.ts";
 
 export interface CompareOptions {
@@ -27,7 +36,10 @@ export interface CompareOptions {
 
 export interface CompareReport {
   version: string;
-  /** Nothing differs: every list below is empty (exit status 0). */
+  /**
+   * Nothing differs and everything could be read: every list below is empty (exit status
+   * 0). A difference is exit status 1; no difference but `problems`, 3 (partial).
+   */
   match: boolean;
   /** In the source, not in the version (the next push adds them). */
   added: string[];
@@ -43,6 +55,11 @@ export interface CompareReport {
   /** In the version, but the current filters exclude them from the source. */
   extra: string[];
   filtered: { path: string; reason: string }[];
+  /**
+   * Entries that could not be read, with why. The version's entries at and under these
+   * paths are not compared (neither missing nor changed).
+   */
+  problems: EntryProblem[];
 }
 
 export async function compareJob(options: CompareOptions): Promise<CompareReport> {
@@ -64,6 +81,7 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
     missing: [],
     extra: [],
     filtered: scan.filtered,
+    problems: [...scan.problems],
   };
   const checksum = options.checksum ?? false;
   const filteredPaths = new Set(scan.filtered.map((f) => f.path));
@@ -77,9 +95,11 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
       try {
         localSha256 = hashFile(join(options.source, entry.path), entry.type === "file" ? entry.size : 0);
       } catch (error) {
-        if (!isVanished(error)) throw error;
         // Gone since the scan: the source no longer has it (reported as missing below).
-        seen.delete(entry.path);
+        if (isVanished(error)) seen.delete(entry.path);
+        else if (isEntryProblem(error))
+          report.problems.push({ path: entry.path, reason: problemReason(error) });
+        else throw error;
         continue;
       }
       change = whatChanged(entry, known, { checksum, localSha256 });
@@ -97,8 +117,9 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
         report.changed.push(entry.path);
     }
   }
+  const unknown = coveredBy(scan.problems);
   for (const path of stored.keys()) {
-    if (seen.has(path)) continue;
+    if (seen.has(path) || unknown(path)) continue;
     if (filteredPaths.has(path) || excludedPath(path, options.filters)) report.extra.push(path);
     else report.missing.push(path);
   }
@@ -107,7 +128,8 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
       report.changed.length +
       report.metadata.length +
       report.missing.length +
-      report.extra.length ===
+      report.extra.length +
+      report.problems.length ===
     0;
   return report;
 }

@@ -10,6 +10,12 @@ import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from
 export const PROTOCOL_VERSION = 1;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
+/**
+ * The key of Commit's `filtered` counts that counts the entries the client could not read
+ * (PROTOCOL.md, "Messages"): a job with any is partial. It rides in the counts every
+ * receiver of version 1 already accepts, so no new field and no new protocol version.
+ */
+export const UNREADABLE_COUNT = "unreadable";
 
 const guid = guidSchema();
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256");

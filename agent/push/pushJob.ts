@@ -15,10 +15,18 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
-import { encodeJson, type FileEntry, INLINE_MAX } from "../protocol/messages.ts";
+import { encodeJson, type FileEntry, INLINE_MAX, UNREADABLE_COUNT } from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
 import { hashFile } from "../source/hashFile.ts";
-import { isVanished, scanTree, type SourceEntry } from "../source/scanTree.ts";
+import {
+  coveredBy,
+  type EntryProblem,
+  isEntryProblem,
+  isVanished,
+  problemReason,
+  scanTree,
+  type SourceEntry,
+} from "../source/scanTree.ts";
 import { whatChanged } from "../source/whatChanged.ts";
 import {
   chunkOffsets,
@@ -47,6 +55,12 @@ export interface PushProgress {
 }
 
 export interface PushReport {
+  /**
+   * `partial`: the version holds everything but the entries in `problems` (exit status 3);
+   * `succeeded`: it holds the whole source, filters applied. (A failed job has no report.)
+   * The names of contract/reports.ts's jobResult.
+   */
+  outcome: "succeeded" | "partial";
   version: string;
   base: string | null;
   resumed: boolean;
@@ -59,6 +73,13 @@ export interface PushReport {
    * the job — rsync's "file has vanished".
    */
   vanished: string[];
+  /**
+   * Entries that could not be read (permission, I/O error, a link swapped in, a name too
+   * long), with why: not backed up by this job. The new version keeps the receiver's
+   * previous copy of each (no Delete is sent), and everything it had under a directory
+   * that could not be listed.
+   */
+  problems: EntryProblem[];
   pruned: string[];
   ms: number;
 }
@@ -82,20 +103,25 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       bytesTotal: scan.entries.fileBytes,
     };
     const report: PushReport = {
+      outcome: "succeeded",
       version: "",
       base: session.welcome.base,
       resumed: session.welcome.resumed,
       files: { total: scan.entries.fileCount, unchanged: 0, sent: 0, linked: 0, deleted: 0 },
       bytes: { total: progress.bytesTotal, content: 0, wire: 0, received: 0 },
       filtered: scan.filtered,
-      vanished: [],
+      vanished: [...scan.vanished],
+      problems: [...scan.problems],
       pruned: [],
       ms: 0,
     };
 
-    // Deletions first, so a path that changes type (file ↔ directory) is free again.
+    // Deletions first, so a path that changes type (file ↔ directory) is free again. What
+    // the scan could not see (an unreadable entry, a directory it could not list) is not
+    // deleted: the receiver's previous copy stays in the new version.
     const present = new Set(scan.entries.paths);
-    const removed = [...entries.values()].filter((e) => !present.has(e.path));
+    const unknown = coveredBy(scan.problems);
+    const removed = [...entries.values()].filter((e) => !present.has(e.path) && !unknown(e.path));
     for (const entry of removed.sort((a, b) => b.path.length - a.path.length)) {
       await connection.send(encodeJson(FrameType.Delete, { path: entry.path }));
       if (entry.type === "file") report.files.deleted++;
@@ -113,6 +139,13 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       // The receiver must not carry its older copy over into the new version.
       if (entries.has(path)) await connection.send(encodeJson(FrameType.Delete, { path }));
       report.vanished.push(path);
+    };
+    /**
+     * A file that cannot be read: nothing is sent for it, so the receiver carries its
+     * previous copy (if any) into the new version, as rsync keeps it.
+     */
+    const unreadable = (path: string, error: unknown) => {
+      report.problems.push({ path, reason: problemReason(error) });
     };
     let lastReport = 0;
     const scratch = smallFileScratch();
@@ -164,8 +197,9 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             change = whatChanged(entry, known, { checksum, localSha256: hashFile(absolute, entry.size) });
           }
         } catch (error) {
-          if (!isVanished(error)) throw error;
-          await vanishedFile(entry.path);
+          if (isVanished(error)) await vanishedFile(entry.path);
+          else if (isEntryProblem(error)) unreadable(entry.path, error);
+          else throw error;
           continue;
         }
       }
@@ -193,6 +227,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         }
       } else {
         const base = known?.type === "file" ? known : bySize.get(entry.size);
+        const written = connection.bytesWritten;
         let sent;
         try {
           sent = await sendLargeFile(connection, {
@@ -204,10 +239,21 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
           });
         } catch (error) {
-          // Opening the file is the first thing sendLargeFile does, before any frame: a file
-          // that is gone has sent nothing, and an open one cannot vanish under its reader.
-          if (!isVanished(error)) throw error;
-          await vanishedFile(entry.path);
+          // Opening the file and reading its first chunk come before any frame: a file that
+          // is gone or unreadable has sent nothing, and an open one cannot vanish under its
+          // reader. A read error once Begin has gone (EIO halfway) cannot be taken back in
+          // protocol version 1: the job fails, and the next push resumes what was staged.
+          if (connection.bytesWritten !== written) {
+            if (!isEntryProblem(error)) throw error;
+            throw new Error(
+              `${entry.path}: ${problemReason(error)} after part of it was sent; ` +
+                "the job stops here and the next push resumes it",
+              { cause: error },
+            );
+          }
+          if (isVanished(error)) await vanishedFile(entry.path);
+          else if (isEntryProblem(error)) unreadable(entry.path, error);
+          else throw error;
           continue;
         }
         report.files.sent++;
@@ -223,6 +269,8 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
 
     const filteredCounts: Record<string, number> = {};
     for (const { reason } of scan.filtered) filteredCounts[reason] = (filteredCounts[reason] ?? 0) + 1;
+    // Carried in the counts every receiver takes (PROTOCOL.md, "Messages": Commit).
+    if (report.problems.length > 0) filteredCounts[UNREADABLE_COUNT] = report.problems.length;
     await connection.send(
       encodeJson(FrameType.Commit, {
         files: scan.entries.fileCount,
@@ -233,6 +281,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     const committed = await connection.expect(FrameType.Committed);
     options.onProgress?.({ ...progress });
     report.version = committed.version;
+    report.outcome = report.problems.length > 0 ? "partial" : "succeeded";
     report.pruned = committed.pruned;
     report.bytes.received = committed.bytesReceived;
     report.bytes.wire = connection.bytesWritten;

@@ -21,7 +21,7 @@ import {
 } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
-import type { ManifestEntry } from "../protocol/messages.ts";
+import { type ManifestEntry, UNREADABLE_COUNT } from "../protocol/messages.ts";
 import { comparePaths, writeManifest } from "./manifestFile.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy, versionsToKeep } from "./retention.ts";
 import type { StagingArea } from "./staging.ts";
@@ -33,9 +33,34 @@ export interface CommitResult {
   pruned: string[];
 }
 
+/** What the client's Commit says about the job, for the version's job.json. */
+export interface JobCounts {
+  files: number;
+  bytes: number;
+  /** By reason; the key UNREADABLE_COUNT counts the entries the client could not read. */
+  filtered: Record<string, number>;
+}
+
+/**
+ * The version's job.json: the client's counts, with `outcome` — `partial` when the client
+ * could not read some entries (their count is `unreadable`; the version holds the previous
+ * copy of each), `succeeded` otherwise — and `files`, the files the version holds.
+ */
+export function jobRecord(report: JobCounts, base: string | null, files: number): object {
+  const { [UNREADABLE_COUNT]: unreadable = 0, ...filtered } = report.filtered;
+  return {
+    ...report,
+    outcome: unreadable > 0 ? "partial" : "succeeded",
+    filtered,
+    unreadable,
+    base,
+    files,
+  };
+}
+
 export function commitVersion(
   staging: StagingArea,
-  report: object,
+  report: JobCounts,
   retention: RetentionPolicy = DEFAULT_RETENTION,
   now = new Date(),
 ): CommitResult {
@@ -102,7 +127,7 @@ export function commitVersion(
   renameSync(tree, layout.treeOf(version));
   writeFileSync(
     join(versionDir, "job.json"),
-    JSON.stringify({ ...report, base: staging.base, files }, null, 2),
+    JSON.stringify(jobRecord(report, staging.base, files), null, 2),
   );
   // The manifest is written last: a version directory without one is not a version.
   writeManifest(layout.manifestOf(version), entries);

@@ -4,7 +4,7 @@
  * source root with `path.matchesGlob` (`**` crosses directories). Every file kept back
  * is reported with its reason.
  */
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, openSync, readSync } from "node:fs";
 import { extname, matchesGlob } from "node:path";
 import { NO_FILTERS, SCRIPT_EXTENSIONS, type FilterOptions } from "../../contract/filters.ts";
 
@@ -21,9 +21,12 @@ export function excludedPath(path: string, options: FilterOptions): boolean {
 }
 
 /**
- * Why a regular file is kept back, or undefined when it is selected. `absolute` is read
- * only for the firewall. The firewall's order: an allow pattern lets a file through, then
- * block patterns, then the script extension, then the content (first four bytes).
+ * Why a regular file that is not excluded (the scan checks excludedPath first, for every
+ * type, before it looks at the entry) is kept back, or undefined when it is selected.
+ * `absolute` is read only for the firewall, and that read may throw (EACCES, ELOOP...): the
+ * scan reports the file as a problem. The firewall's order: an allow pattern lets a file
+ * through, then block patterns, then the script extension, then the content (first four
+ * bytes).
  */
 export function fileFilterReason(
   path: string,
@@ -31,7 +34,6 @@ export function fileFilterReason(
   absolute: string,
   options: FilterOptions,
 ): FilterReason | undefined {
-  if (excludedPath(path, options)) return "excluded";
   if (options.include.length > 0 && !matchesAny(path, options.include)) return "not-included";
   if (options.maxFileSize !== undefined && size > options.maxFileSize) return "too-large";
   const firewall = options.firewall;
@@ -47,7 +49,8 @@ export function fileFilterReason(
 
 function readHead(path: string): Buffer {
   const head = Buffer.alloc(4);
-  const fd = openSync(path, "r");
+  // Never through a link swapped in since the lstat, never blocking on a FIFO.
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     const read = readSync(fd, head, 0, 4, 0);
     return head.subarray(0, read);

@@ -12,6 +12,7 @@
  */
 import { lstatSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { getSystemErrorMessage } from "node:util";
 import { excludedPath, type FilterOptions, type FilterReason, fileFilterReason } from "./filters.ts";
 
 export type SourceEntry =
@@ -78,47 +79,141 @@ export class ScannedTree implements Iterable<SourceEntry> {
   }
 }
 
+/**
+ * An entry the job could not read: its path (relative to the root) and why. The job goes
+ * on without it and is partial (PROTOCOL.md, "Sessions"): the receiver keeps whatever it
+ * had at `path` and, for an entry the scan could not look at or a directory it could not
+ * list, under it.
+ */
+export interface EntryProblem {
+  path: string;
+  reason: string;
+}
+
 export interface ScanResult {
   /** In path order, a directory before its contents. */
   entries: ScannedTree;
   filtered: { path: string; reason: FilterReason | "special-file" }[];
+  /**
+   * Entries that could not be read: a directory that could not be listed (the directory
+   * itself is in `entries`, its contents are not), an entry that could not be looked at
+   * (lstat) or whose link or first bytes (the firewall) could not be read. Nothing under
+   * these paths is known; see `coveredBy`.
+   */
+  problems: EntryProblem[];
+  /** Entries the directory listing named that were gone when they were looked at. */
+  vanished: string[];
 }
 
 /** Code-unit order, which with a depth-first walk gives the protocol's path order. */
 const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
+/**
+ * Walks `root`. Only the root itself must be listable (otherwise nothing is backed up and
+ * this throws); any other entry that cannot be read for a reason of its own (isEntryProblem)
+ * is reported in `problems` and the walk goes on. An excluded path is never touched.
+ */
 export function scanTree(root: string, filters: FilterOptions): ScanResult {
   const entries = new ScannedTree();
   const filtered: ScanResult["filtered"] = [];
-  const walk = (prefix: string) => {
-    const names = readdirSync(prefix ? join(root, prefix) : root).sort(byCodeUnit);
+  const problems: EntryProblem[] = [];
+  const vanished: string[] = [];
+  const walk = (prefix: string, names: string[]) => {
+    names.sort(byCodeUnit);
     for (const name of names) {
       const path = prefix ? `${prefix}/${name}` : name;
-      const absolute = join(root, path);
-      const stat = lstatSync(absolute);
-      const mtime = Math.floor(stat.mtimeMs);
-      if (stat.isDirectory()) {
-        if (excludedPath(path, filters)) {
-          filtered.push({ path, reason: "excluded" });
-          continue;
-        }
-        entries.add({ type: "dir", path, mtime, mode: stat.mode & 0o7777 });
-        walk(path);
-      } else if (stat.isFile()) {
-        const reason = fileFilterReason(path, stat.size, absolute, filters);
-        if (reason) filtered.push({ path, reason });
-        else entries.add({ type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777 });
-      } else if (stat.isSymbolicLink()) {
-        if (excludedPath(path, filters)) filtered.push({ path, reason: "excluded" });
-        else entries.add({ type: "symlink", path, mtime, target: readlinkSync(absolute) });
-      } else {
-        // Sockets, FIFOs and devices are not data to back up; they are reported, not sent.
-        filtered.push({ path, reason: "special-file" });
+      // Excluded before it is looked at: excluding an unreadable entry silences it.
+      if (excludedPath(path, filters)) {
+        filtered.push({ path, reason: "excluded" });
+        continue;
       }
+      const absolute = join(root, path);
+      let children: string[] | undefined;
+      try {
+        const stat = lstatSync(absolute);
+        const mtime = Math.floor(stat.mtimeMs);
+        if (stat.isDirectory()) {
+          // Listed before the entry is added, so a directory that is gone is left out whole;
+          // one that cannot be listed is kept, as a directory whose contents are unknown.
+          try {
+            children = readdirSync(absolute);
+          } catch (error) {
+            if (!isEntryProblem(error)) throw error;
+            problems.push({ path, reason: problemReason(error) });
+          }
+          entries.add({ type: "dir", path, mtime, mode: stat.mode & 0o7777 });
+        } else if (stat.isFile()) {
+          const reason = fileFilterReason(path, stat.size, absolute, filters);
+          if (reason) filtered.push({ path, reason });
+          else entries.add({ type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777 });
+        } else if (stat.isSymbolicLink()) {
+          entries.add({ type: "symlink", path, mtime, target: readlinkSync(absolute) });
+        } else {
+          // Sockets, FIFOs and devices are not data to back up; they are reported, not sent.
+          filtered.push({ path, reason: "special-file" });
+        }
+      } catch (error) {
+        if (isVanished(error)) vanished.push(path);
+        else if (isEntryProblem(error)) problems.push({ path, reason: problemReason(error) });
+        else throw error;
+      }
+      if (children) walk(path, children);
     }
   };
-  walk("");
-  return { entries, filtered };
+  walk("", readdirSync(root));
+  return { entries, filtered, problems, vanished };
+}
+
+/**
+ * Whether `path` is one of the problem paths or under one: what the job knows nothing
+ * about, so the receiver's entries there must be kept, not deleted or reported missing.
+ */
+export function coveredBy(problems: readonly EntryProblem[]): (path: string) => boolean {
+  const roots = new Set(problems.map((problem) => problem.path));
+  return (path) => {
+    if (roots.size === 0) return false;
+    for (let end = path.length; end > 0; end = path.lastIndexOf("/", end - 1)) {
+      if (roots.has(end === path.length ? path : path.slice(0, end))) return true;
+    }
+    return false;
+  };
+}
+
+/**
+ * Error codes that concern one entry, not the job: permission, I/O error, a link or a
+ * special file swapped in (ELOOP, EFTYPE: sendTree.ts's openRegularFile), a name the kernel
+ * cannot take whole (ENAMETOOLONG), a stale NFS handle. Anything else (EMFILE, ENOMEM, a
+ * bug) fails the job: the next entry would fail the same way.
+ */
+const ENTRY_PROBLEMS = new Set([
+  "EACCES",
+  "EPERM",
+  "EIO",
+  "ELOOP",
+  "EFTYPE",
+  "ENAMETOOLONG",
+  "ENXIO",
+  "ENODEV",
+  "EOVERFLOW",
+  "EFBIG",
+  "EINVAL",
+  "ESTALE",
+  "EAGAIN",
+]);
+
+export function isEntryProblem(error: unknown): boolean {
+  return ENTRY_PROBLEMS.has((error as NodeJS.ErrnoException).code ?? "");
+}
+
+/** Why, without the path (reported beside it): "permission denied (EACCES, scandir)". */
+export function problemReason(error: unknown): string {
+  const { code, errno, syscall } = error as NodeJS.ErrnoException;
+  if (code === "ELOOP" && errno === undefined) {
+    return "replaced by a symbolic link since the scan, which is not read through (ELOOP)";
+  }
+  if (code === "EFTYPE") return "no longer a regular file since the scan (EFTYPE)";
+  const description = errno !== undefined ? getSystemErrorMessage(errno) : (error as Error).message;
+  return `${description} (${[code, syscall].filter(Boolean).join(", ")})`;
 }
 
 /**

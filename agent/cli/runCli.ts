@@ -191,8 +191,8 @@ async function runPush(positionals: string[], options: PushOptions, output: Outp
           .map((path) => `\n  vanished ${path} (gone since the scan; not in this version)`)
           .join("") +
         (report.problems.length > 0
-          ? `\npartial: ${report.problems.length} not backed up (the previous copy, if any, is kept)` +
-            report.problems.map((p) => `\n  unreadable ${p.path} (${p.reason})`).join("")
+          ? `\npartial: ${report.problems.length} could not be read (the receiver keeps its previous copy, if any)` +
+            report.problems.map((p) => `\n  unreadable ${p.path}: ${p.reason}`).join("")
           : ""),
     );
     return report.outcome === "partial" ? PARTIAL : 0;
@@ -214,7 +214,7 @@ async function runCompare(positionals: string[], options: CompareOptions, output
       ),
     ];
     const differs = lines.length > 0;
-    const problems = report.problems.map((p) => `unreadable ${p.path} (${p.reason})`);
+    const problems = report.problems.map((p) => `unreadable ${p.path}: ${p.reason}`);
     output.result(
       report,
       (report.match

@@ -156,6 +156,15 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       );
       report.files.linked++;
     };
+    /** A file is done: sent, carried, or skipped as vanished or unreadable. */
+    const advance = (entry: FileSourceEntry) => {
+      progress.filesDone++;
+      progress.bytesDone += entry.size;
+      if (options.onProgress && Date.now() - lastReport > 200) {
+        lastReport = Date.now();
+        options.onProgress({ ...progress });
+      }
+    };
     const checksum = options.checksum ?? false;
     for (const entry of scan.entries) {
       const known = entries.get(entry.path);
@@ -200,6 +209,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           if (isVanished(error)) await vanishedFile(entry.path);
           else if (isEntryProblem(error)) unreadable(entry.path, error);
           else throw error;
+          advance(entry);
           continue;
         }
       }
@@ -254,17 +264,13 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           if (isVanished(error)) await vanishedFile(entry.path);
           else if (isEntryProblem(error)) unreadable(entry.path, error);
           else throw error;
+          advance(entry);
           continue;
         }
         report.files.sent++;
         report.bytes.content += sent.dataBytes;
       }
-      progress.filesDone++;
-      progress.bytesDone += entry.size;
-      if (options.onProgress && Date.now() - lastReport > 200) {
-        lastReport = Date.now();
-        options.onProgress({ ...progress });
-      }
+      advance(entry);
     }
 
     const filteredCounts: Record<string, number> = {};

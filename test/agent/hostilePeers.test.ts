@@ -437,26 +437,49 @@ describe("a receiver facing a silent client", () => {
   }
 
   it("cuts off a push that takes the lock and then neither sends nor reads: the push behind it runs", async () => {
-    // A push that takes the lock, then neither sends nor reads anything.
-    const timeouts = () => receiver.events.filter((e) => e.event === "failed" && e.code === "idle-timeout");
-    const before = timeouts().length;
-    const socket = await connectAs(receiver.port, credentials);
-    socket.on("error", () => undefined);
-    socket.write(hello());
-    socket.pause();
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const busy = await push();
-    assert.equal(busy.code, 1, "the first session holds the source");
-    assert.match(busy.stderr, /already running/);
-    // Once the receiver has cut it off (it still lingers, unread), the source is free.
-    const started = Date.now();
-    while (timeouts().length === before) {
-      assert.ok(Date.now() - started < 10_000, "the silent session was never cut off");
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    // A receiver of its own with a longer timeout: the probe below must reach it while the
+    // silent session still holds the lock, even on a loaded machine.
+    const patient = await startReceiverProcess(join(work, "root-patient"), certs.receiver, [
+      "--idle-timeout",
+      "4s",
+    ]);
+    try {
+      const sessions = () => patient.events.filter((e) => e.event === "session").length;
+      const timeouts = () => patient.events.filter((e) => e.event === "failed" && e.code === "idle-timeout");
+      // A push that takes the lock, then neither sends nor reads anything.
+      const socket = await connectAs(patient.port, credentials);
+      socket.on("error", () => undefined);
+      socket.write(hello());
+      socket.pause();
+      const started = Date.now();
+      while (sessions() === 0) {
+        assert.ok(Date.now() - started < 10_000, "the receiver never saw the silent session's Hello");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // An in-process probe (no process start-up to race the timeout): refused as busy.
+      const { error } = await exchange(await connectAs(patient.port, credentials), hello());
+      assert.equal(timeouts().length, 0, "the probe came after the cut-off; the machine is too slow for 4s");
+      assert.equal(error?.code, "busy", JSON.stringify(error));
+      assert.match(error.message, /already running/);
+      // Once the receiver has cut it off (it still lingers, unread), the source is free.
+      while (timeouts().length === 0) {
+        assert.ok(Date.now() - started < 20_000, "the silent session was never cut off");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const pushed = await runOffsite([
+        "push",
+        join(work, "src"),
+        "--to",
+        `127.0.0.1:${patient.port}`,
+        "--certs",
+        certs.client,
+        "--json",
+      ]);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      socket.destroy();
+    } finally {
+      await patient.stop();
     }
-    const pushed = await push();
-    assert.equal(pushed.code, 0, pushed.stderr);
-    socket.destroy();
   });
 });
 

@@ -60,7 +60,7 @@ for (const [dockerfilePath, repository] of [
     assert.equal(image.config.User, "65532:65532");
     assert.equal(image.config.WorkingDir, "/app");
     assert.ok(image.config.Env?.includes("NODE_ENV=production"));
-    const paths = new Set(image.entries.map((entry) => entry.path));
+    const paths = new Set(image.entries.map((entry) => ("path" in entry ? entry.path : "")));
     assert.ok(paths.has(entrypoint[0]!.slice(1)), "the Node binary is where the entrypoint runs it");
     assert.ok(paths.has("app/package.json"));
     assert.ok(paths.has("app/node_modules/@kubernetes/client-node"), "production dependencies are in");

@@ -115,7 +115,7 @@ function nodeBase(): { entries: RootfsEntry[]; config: ImageConfig } {
 }
 
 /** The installed production dependency tree, as `npm ci --omit=dev` would lay it out. */
-function productionNodeModules(): RootfsEntry[] {
+function productionNodeModules(): Extract<RootfsEntry, { kind: "tree" }>[] {
   const out = execFileSync("npm", ["ls", "--omit=dev", "--all", "--parseable"], {
     cwd: REPO_ROOT,
     encoding: "utf8",
@@ -173,7 +173,9 @@ export function imageFromDockerfile(dockerfilePath: string, repository: string):
         if (rest[0] !== DISTROLESS_NODE)
           throw new Error(`${dockerfilePath}: base ${rest[0]} is not ${DISTROLESS_NODE}; teach images.ts`);
         const base = nodeBase();
-        entries.push(...base.entries);
+        // Layers: the base (Node and its libraries), the dependencies, the sources, so a
+        // change to the sources rebuilds and unpacks only the last.
+        entries.push(...base.entries, { kind: "layer" });
         Object.assign(config, base.config);
         break;
       }
@@ -195,6 +197,7 @@ export function imageFromDockerfile(dockerfilePath: string, repository: string):
               ...entry,
               path: posixJoin(workdir, entry.path.replace(/^node_modules/, destination.replace(/\/$/, ""))),
             })),
+            { kind: "layer" },
           );
           break;
         }

@@ -2,7 +2,15 @@ import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildImage, dockerignoreMatcher, type ImageDefinition } from "./ociImage.ts";
@@ -33,6 +41,7 @@ describe("OCI image archives", () => {
       entries: [
         { kind: "content", path: "etc/greeting", content: "hi\n" },
         { kind: "dir", path: "tmp", mode: 0o1777 },
+        { kind: "layer" },
         { kind: "tree", path: "app", source: join(dir, "src"), exclude: (rel) => rel.endsWith(".test.ts") },
       ],
       config: { Entrypoint: ["/bin/true"], User: "65532:65532" },
@@ -57,12 +66,15 @@ describe("OCI image archives", () => {
       rootfs: { diff_ids: string[] };
     };
     assert.equal(config.config.User, "65532:65532");
-    const layer = blob(manifest.layers[0]!.digest);
-    assert.equal(
-      `sha256:${createHash("sha256").update(readFileSync(layer)).digest("hex")}`,
-      config.rootfs.diff_ids[0],
-    );
-    const files = execFileSync("tar", ["-tvf", layer], { encoding: "utf8" });
+    assert.equal(manifest.layers.length, 2);
+    const files = manifest.layers
+      .map((layer, i) => {
+        const path = blob(layer.digest);
+        const digest = `sha256:${createHash("sha256").update(readFileSync(path)).digest("hex")}`;
+        assert.equal(digest, config.rootfs.diff_ids[i]);
+        return execFileSync("tar", ["-tvf", path], { encoding: "utf8" });
+      })
+      .join("");
     assert.match(files, /\.\/etc\/greeting/);
     assert.match(files, /^drwxrwxrwt .* \.\/tmp\/$/m);
     assert.match(files, /\.\/app\/a\.txt/);
@@ -73,6 +85,9 @@ describe("OCI image archives", () => {
     const changed = buildImage(definition);
     assert.equal(changed.built, true);
     assert.notEqual(changed.ref, image.ref);
+    const layersDir = join(dir, "cache", "images", "layers");
+    const layerFiles = readdirSync(layersDir).filter((name) => name.endsWith(".tar"));
+    assert.equal(layerFiles.length, 2, "the unchanged base layer is reused, the old top layer removed");
     assert.equal(existsSync(image.archive), false);
   });
 

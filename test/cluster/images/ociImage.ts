@@ -13,6 +13,7 @@ import {
   copyFileSync,
   existsSync,
   lstatSync,
+  linkSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -27,9 +28,11 @@ import { homedir } from "node:os";
 import { dirname, join, relative } from "node:path";
 
 /** Bump when the archive layout changes, so cached archives are rebuilt. */
-const BUILDER_VERSION = "1";
+const BUILDER_VERSION = "2";
 
 export type RootfsEntry =
+  /** Starts a new layer: the entries after it are packed (and cached) apart from those before. */
+  | { kind: "layer" }
   | { kind: "dir"; path: string; mode?: number; owner?: number }
   | { kind: "file"; path: string; source: string; mode?: number }
   | { kind: "content"; path: string; content: string; mode?: number }
@@ -93,12 +96,23 @@ function hashFile(hash: ReturnType<typeof createHash>, path: string): void {
   else hash.update(`file:${stat.mode & 0o7777}:${stat.size}\n`).update(readFileSync(path));
 }
 
-/** A key over everything that ends up in the image. */
-export function imageKey(definition: ImageDefinition): string {
-  const hash = createHash("sha256");
-  hash.update(`offsite-oci-builder ${BUILDER_VERSION}\n${definition.repository}\n`);
-  hash.update(JSON.stringify(definition.config));
+/** The definition's entries, one list per layer. */
+function layersOf(definition: ImageDefinition): RootfsEntry[][] {
+  const layers: RootfsEntry[][] = [[]];
   for (const entry of definition.entries) {
+    if (entry.kind === "layer") {
+      if (layers.at(-1)!.length > 0) layers.push([]);
+    } else layers.at(-1)!.push(entry);
+  }
+  return layers.filter((layer) => layer.length > 0);
+}
+
+/** A key over everything that ends up in one layer. */
+function layerKey(entries: RootfsEntry[]): string {
+  const hash = createHash("sha256");
+  hash.update(`offsite-oci-layer ${BUILDER_VERSION}\n`);
+  for (const entry of entries) {
+    if (entry.kind === "layer") continue;
     hash.update(`\n${entry.kind} ${entry.path}\n`);
     switch (entry.kind) {
       case "dir":
@@ -125,11 +139,22 @@ export function imageKey(definition: ImageDefinition): string {
   return hash.digest("hex").slice(0, 20);
 }
 
+/** A key over everything that ends up in the image: its layers' keys and its config. */
+export function imageKey(definition: ImageDefinition): string {
+  const hash = createHash("sha256");
+  hash.update(`offsite-oci-builder ${BUILDER_VERSION}\n${definition.repository}\n`);
+  hash.update(JSON.stringify(definition.config));
+  for (const layer of layersOf(definition)) hash.update(`\n${layerKey(layer)}`);
+  return hash.digest("hex").slice(0, 20);
+}
+
 function stage(rootfs: string, entries: RootfsEntry[]): void {
   const at = (path: string) => join(rootfs, path);
   const parent = (path: string) => mkdirSync(dirname(at(path)), { recursive: true });
   for (const entry of entries) {
     switch (entry.kind) {
+      case "layer":
+        break;
       case "dir":
         mkdirSync(at(entry.path), { recursive: true });
         chmodSync(at(entry.path), entry.mode ?? 0o755);
@@ -165,6 +190,56 @@ function stage(rootfs: string, entries: RootfsEntry[]): void {
   }
 }
 
+function safeName(repository: string): string {
+  return repository.replace(/[^a-z0-9.-]+/g, "_");
+}
+
+/**
+ * One layer as an uncompressed tar, cached by its key in images/layers/: an image whose
+ * sources changed rebuilds (and containerd unpacks) only its top layer, not Node and the
+ * dependencies below it.
+ */
+function buildLayer(
+  name: string,
+  index: number,
+  entries: RootfsEntry[],
+  rootfs: string,
+): { path: string; digest: string; size: number } {
+  const layersDir = join(imageCacheDir(), "layers");
+  mkdirSync(layersDir, { recursive: true });
+  const prefix = `${name}-${index}-`;
+  const key = layerKey(entries);
+  const path = join(layersDir, `${prefix}${key}.tar`);
+  const meta = `${path}.json`;
+  if (existsSync(path) && existsSync(meta))
+    return { path, ...(JSON.parse(readFileSync(meta, "utf8")) as { digest: string; size: number }) };
+  mkdirSync(rootfs, { recursive: true });
+  stage(rootfs, entries);
+  const partial = `${path}.partial-${process.pid}`;
+  // Reproducible: sorted names, fixed times, numeric owners as staged (root unless chowned).
+  execFileSync("tar", [
+    "--sort=name",
+    "--mtime=@0",
+    "--numeric-owner",
+    "--format=posix",
+    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+    "-C",
+    rootfs,
+    "-cf",
+    partial,
+    ".",
+  ]);
+  rmSync(rootfs, { recursive: true, force: true });
+  const layer = { digest: sha256File(partial), size: statSync(partial).size };
+  renameSync(partial, path);
+  writeFileSync(meta, JSON.stringify(layer));
+  // This layer's earlier versions are of no further use.
+  for (const file of readdirSync(layersDir))
+    if (file.startsWith(prefix) && !file.startsWith(`${prefix}${key}.`) && !file.includes(".partial-"))
+      rmSync(join(layersDir, file), { force: true });
+  return { path, ...layer };
+}
+
 function sha256File(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
@@ -174,35 +249,26 @@ export function buildImage(definition: ImageDefinition): BuiltImage {
   const key = imageKey(definition);
   const ref = `${definition.repository}:${key}`;
   const dir = imageCacheDir();
-  const archive = join(dir, `${definition.repository.replace(/[^a-z0-9.-]+/g, "_")}-${key}.tar`);
+  const archive = join(dir, `${safeName(definition.repository)}-${key}.tar`);
   if (existsSync(archive)) return { ref, archive, built: false };
 
   const work = join(dir, `.build-${process.pid}-${key}`);
   rmSync(work, { recursive: true, force: true });
-  const rootfs = join(work, "rootfs");
   const layout = join(work, "layout");
   const blobs = join(layout, "blobs", "sha256");
-  mkdirSync(rootfs, { recursive: true });
   mkdirSync(blobs, { recursive: true });
   try {
-    stage(rootfs, definition.entries);
-    const layer = join(work, "layer.tar");
-    // Reproducible: sorted names, fixed times, numeric owners as staged (root unless chowned).
-    execFileSync("tar", [
-      "--sort=name",
-      "--mtime=@0",
-      "--numeric-owner",
-      "--format=posix",
-      "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-      "-C",
-      rootfs,
-      "-cf",
-      layer,
-      ".",
-    ]);
-    const layerDigest = sha256File(layer);
-    const layerSize = statSync(layer).size;
-    renameSync(layer, join(blobs, layerDigest));
+    const layers = layersOf(definition).map((entries, index) => {
+      const layer = buildLayer(
+        safeName(definition.repository),
+        index,
+        entries,
+        join(work, `rootfs-${index}`),
+      );
+      // A hard link, not a copy: the layout is packed into the archive right below.
+      linkSync(layer.path, join(blobs, layer.digest));
+      return layer;
+    });
 
     const writeBlob = (value: object): { digest: string; size: number } => {
       const bytes = Buffer.from(JSON.stringify(value));
@@ -214,20 +280,18 @@ export function buildImage(definition: ImageDefinition): BuiltImage {
       architecture: "amd64",
       os: "linux",
       config: definition.config,
-      rootfs: { type: "layers", diff_ids: [`sha256:${layerDigest}`] },
-      history: [{ created_by: `offsite test/cluster/images (${definition.repository})` }],
+      rootfs: { type: "layers", diff_ids: layers.map((layer) => `sha256:${layer.digest}`) },
+      history: layers.map(() => ({ created_by: `offsite test/cluster/images (${definition.repository})` })),
     });
     const manifest = writeBlob({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.manifest.v1+json",
       config: { mediaType: "application/vnd.oci.image.config.v1+json", ...config },
-      layers: [
-        {
-          mediaType: "application/vnd.oci.image.layer.v1.tar",
-          digest: `sha256:${layerDigest}`,
-          size: layerSize,
-        },
-      ],
+      layers: layers.map((layer) => ({
+        mediaType: "application/vnd.oci.image.layer.v1.tar",
+        digest: `sha256:${layer.digest}`,
+        size: layer.size,
+      })),
     });
     writeFileSync(join(layout, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
     writeFileSync(
@@ -249,7 +313,7 @@ export function buildImage(definition: ImageDefinition): BuiltImage {
     execFileSync("tar", ["--sort=name", "-C", layout, "-cf", partial, "."]);
     renameSync(partial, archive);
     // Archives of this repository's earlier inputs are of no further use.
-    const prefix = `${definition.repository.replace(/[^a-z0-9.-]+/g, "_")}-`;
+    const prefix = `${safeName(definition.repository)}-`;
     for (const name of readdirSync(dir))
       if (name.startsWith(prefix) && name.endsWith(".tar") && join(dir, name) !== archive)
         rmSync(join(dir, name), { force: true });

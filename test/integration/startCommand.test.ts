@@ -97,7 +97,15 @@ describe("npm start", { skip: usingExistingCluster() && "starts a local control 
       const after = await runKubectl(kubeconfig, ["get", "ns", "--request-timeout=2s"]);
       assert.notEqual(after.code, 0, "the control plane is gone after Ctrl-C");
     } finally {
-      start.kill("SIGKILL");
+      // A failed assertion leaves npm start running: stop it as Ctrl-C does, so it stops its
+      // control plane (SIGKILL alone would orphan etcd, kube-apiserver and the rest).
+      if (start.exitCode === null && start.signalCode === null) {
+        const exited = new Promise((resolve) => start.once("exit", resolve));
+        start.kill("SIGINT");
+        const timer = setTimeout(() => start.kill("SIGKILL"), 60_000);
+        await exited;
+        clearTimeout(timer);
+      }
       rmSync(state, { recursive: true, force: true });
     }
   });

@@ -87,8 +87,11 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorP
       return exited;
     },
   };
-  // Wait until it serves /metrics (or dies trying).
-  for (let i = 0; i < 200; i++) {
+  // Wait until it serves /metrics (or dies trying). Start-up takes well under a second on
+  // an idle machine but over 10 s on a shared, loaded one (CI): the bound is generous, and
+  // a process that never came up is killed rather than left behind the test.
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`the operator exited at start-up:\n${output}`);
     if (
       await metrics().then(
@@ -99,8 +102,11 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorP
       return handle;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new Error(`the operator never served /metrics:\n${output}`);
+  await handle.stop("SIGKILL");
+  throw new Error(`the operator never served /metrics within ${START_TIMEOUT_MS} ms:\n${output}`);
 }
+
+const START_TIMEOUT_MS = 90_000;
 
 /** Polls `probe` until it returns a value; fails with `what` and the operator's logs. */
 export async function eventually<T>(

@@ -63,6 +63,7 @@ describe("the registered controllers", () => {
       "services",
       "secrets",
       "persistentvolumeclaims",
+      "pods",
     ])
       zero("offsite_watch_restarts_total", { resource });
     zero("offsite_leader_is_leader", {});

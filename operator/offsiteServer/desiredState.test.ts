@@ -31,6 +31,11 @@ describe("desired receiver objects", () => {
     assert.equal(pod.volumes?.find((v) => v.name === "data")?.persistentVolumeClaim?.claimName, "vault-data");
     assert.equal(pod.volumes?.find((v) => v.name === "tls")?.secret?.secretName, "vault-tls");
     assert.equal(pod.automountServiceAccountToken, false, "the receiver needs no API access");
+    assert.equal(
+      container.terminationMessagePolicy,
+      "FallbackToLogsOnError",
+      "the agent's last error line becomes the termination message status reports",
+    );
   });
 
   it("mounts an existing claim instead of its own, and suspends by scaling to zero", () => {

@@ -15,6 +15,7 @@ import { DEFAULT_IDLE_TIMEOUT_MS, receiveFlags, type ReceiveOptions } from "../.
 import { sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
 import {
+  RECEIVER_CONTAINER,
   RECEIVER_PORT_NAME,
   RESTART_ANNOTATION,
   offsiteServerLabels,
@@ -116,9 +117,12 @@ export function desiredStatefulSet({
           },
           containers: [
             {
-              name: "receiver",
+              name: RECEIVER_CONTAINER,
               image: spec.image ?? defaultImage,
               args: receiverArguments(spec),
+              // A receiver that exits on an error leaves its last log lines (the agent's
+              // JSON error line) as the termination message, which status reports.
+              terminationMessagePolicy: "FallbackToLogsOnError",
               ports: [{ name: RECEIVER_PORT_NAME, containerPort: spec.port, protocol: "TCP" }],
               readinessProbe: { tcpSocket: { port: RECEIVER_PORT_NAME }, periodSeconds: 5 },
               livenessProbe: {

@@ -13,6 +13,8 @@ export const PLURAL = "offsiteservers";
 export const SERVER_LABEL = ownerLabel(KIND);
 export const RESTART_ANNOTATION = "offsite.dev/restart-at";
 export const RECEIVER_PORT_NAME = "offsite";
+/** The receiver pod's one container; status reads its state by this name. */
+export const RECEIVER_CONTAINER = "receiver";
 
 /** The owner reference that puts an object under the server's garbage collection. */
 export function serverOwnerReference(server: { name: string; uid: string }): V1OwnerReference {

@@ -11,9 +11,10 @@
  * any point is finished by the next one, which applies the same objects under the same
  * names. The subtle point: the OffsiteServer comes from the reflector's cache, but its
  * Secrets are read from the API server — a cache that missed the CA Secret would make us
- * mint a second CA and re-sign every certificate.
+ * mint a second CA and re-sign every certificate. The receiver pod, which status only
+ * reports on (Ready comes from its state: status.ts), is read from the cache.
  */
-import { CoreV1Api, type V1PersistentVolumeClaim, type V1Secret } from "@kubernetes/client-node";
+import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod, type V1Secret } from "@kubernetes/client-node";
 import { durationToMs, sizeToBytes } from "../../contract/units.ts";
 import { offsiteServerSpec, type OffsiteServerStatus } from "../../crds/schema/offsiteServer.ts";
 import { GROUP, VERSION, type OffsiteServer } from "../../crds/definitions.ts";
@@ -22,7 +23,7 @@ import { findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ControllerContext, ControllerDefinition, ReconcileOutcome } from "../runtime/controller.ts";
 import { ReconcileError, errorMessage, isNotFound, readOptional } from "../runtime/kubeApi.ts";
 import type { Logger } from "../runtime/logger.ts";
-import { PERSISTENT_VOLUME_CLAIMS, SECRETS, SERVICES, STATEFULSETS } from "../runtime/resources.ts";
+import { PERSISTENT_VOLUME_CLAIMS, PODS, SECRETS, SERVICES, STATEFULSETS } from "../runtime/resources.ts";
 import {
   caFromSecret,
   newCaSecret,
@@ -57,6 +58,8 @@ export const offsiteServerController: ControllerDefinition<OffsiteServer> = {
     { resource: SERVICES },
     { resource: SECRETS },
     { resource: PERSISTENT_VOLUME_CLAIMS },
+    // The receiver pod (template labels): its state is the Ready condition's evidence.
+    { resource: PODS },
   ],
   errorReasons: ["DeleteClaimFailed"],
   failurePhase: "Degraded",
@@ -200,6 +203,9 @@ async function reconcileOffsiteServer(
     )?.address;
   }
 
+  // From the cache: status only reports on the pod, and its next change queues a new run.
+  const pod = ctx.cached<V1Pod>(PODS, namespace, names.pod);
+
   const status = computeStatus({
     name,
     namespace,
@@ -208,6 +214,7 @@ async function reconcileOffsiteServer(
     spec,
     previous: server.status,
     statefulSet,
+    pod,
     service,
     claim,
     nodeAddress,

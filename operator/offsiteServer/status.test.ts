@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { computeStatus, type ObservedServer } from "./status.ts";
-import { aClaim, aService, aStatefulSet, anOffsiteServer } from "./fixtures.ts";
+import { computeStatus, lastWords, type ObservedServer } from "./status.ts";
+import { aClaim, aPod, aService, aStatefulSet, anOffsiteServer } from "./fixtures.ts";
 
 const now = new Date("2026-11-21T12:00:00Z");
 
@@ -14,6 +14,7 @@ function observe(overrides: Partial<ObservedServer> = {}, server = anOffsiteServ
     spec: server.spec(),
     previous: undefined,
     statefulSet: aStatefulSet(1),
+    pod: aPod().build(),
     service: aService(),
     claim: aClaim("10Gi", undefined, "10Gi"),
     nodeAddress: undefined,
@@ -40,11 +41,13 @@ describe("OffsiteServer status", () => {
   });
 
   it("waits for the pod, and keeps lastTransitionTime while nothing changes", () => {
-    const first = computeStatus(observe({ statefulSet: aStatefulSet(0) }));
+    const starting = { statefulSet: aStatefulSet(0), pod: aPod().notReadyYet().build() };
+    const first = computeStatus(observe(starting));
     assert.equal(first.phase, "Provisioning");
     assert.equal(condition(first, "Ready")?.reason, "ReceiverNotReady");
+    assert.match(condition(first, "Ready")?.message ?? "", /readiness probe has not passed yet.*port 5722/);
     const later = computeStatus(
-      observe({ statefulSet: aStatefulSet(0), previous: first, now: new Date(now.getTime() + 60_000) }),
+      observe({ ...starting, previous: first, now: new Date(now.getTime() + 60_000) }),
     );
     assert.equal(
       condition(later, "Ready")?.lastTransitionTime,
@@ -94,5 +97,110 @@ describe("OffsiteServer status", () => {
     assert.equal(condition(suspended, "Ready")?.reason, "Suspended");
     const rolling = computeStatus(observe({ statefulSet: aStatefulSet(1, { updating: true }) }));
     assert.equal(condition(rolling, "Progressing")?.status, "True");
+  });
+
+  describe("readiness from the receiver pod", () => {
+    const ready = (o: Partial<ObservedServer>) => condition(computeStatus(observe(o)), "Ready")!;
+
+    it("is Ready=True only when the pod is Running and its Ready condition is True", () => {
+      assert.equal(ready({ pod: aPod().build() }).status, "True");
+      assert.equal(ready({ pod: aPod().build() }).reason, "ReceiverReady");
+      // The StatefulSet's count alone is not enough, nor is a pod on its way out.
+      assert.equal(ready({ pod: aPod().notReadyYet().build() }).status, "False");
+      const leaving = ready({ pod: aPod().terminating().build() });
+      assert.deepEqual([leaving.status, leaving.reason], ["False", "ReceiverNotReady"]);
+      assert.match(leaving.message, /terminating/);
+      // A pod of another server that happens to have the name is not ours.
+      assert.equal(ready({ pod: aPod("other").build() }).status, "False");
+    });
+
+    it("reports a crash-looping receiver as CrashLoopBackOff with its exit code and last words", () => {
+      const agentLine = JSON.stringify({
+        event: "error",
+        message:
+          "Unknown option '--tls-cert'. To specify a positional argument starting with a '-', place it at the end\n(offsite --help shows how it is used)",
+      });
+      const status = computeStatus(
+        observe({
+          statefulSet: aStatefulSet(0),
+          pod: aPod()
+            .crashLooping({ exitCode: 2, message: `${agentLine}\n`, restarts: 4 })
+            .build(),
+        }),
+      );
+      const crash = condition(status, "Ready")!;
+      assert.equal(crash.status, "False");
+      assert.equal(crash.reason, "CrashLoopBackOff");
+      assert.match(crash.message, /exited with code 2/);
+      assert.match(crash.message, /Unknown option '--tls-cert'/);
+      assert.match(crash.message, /restarted 4 times/);
+      assert.match(crash.message, /kubectl logs -n backups vault-0 -c receiver --previous/);
+      assert.doesNotMatch(crash.message, /\n|"event"/, "one line, the agent's message without its JSON");
+      assert.equal(status.phase, "Degraded");
+      assert.equal(status.endpoint, "vault.backups.svc:5722", "the endpoint is still where sources go");
+    });
+
+    it("takes the last line of a termination message that is not the agent's JSON, and bounds it", () => {
+      assert.equal(lastWords("starting\npanic: out of cheese\n\n"), "panic: out of cheese");
+      assert.equal(lastWords(undefined), undefined);
+      assert.equal(lastWords("x".repeat(5000))?.length, 1024);
+      const plain = ready({ pod: aPod().crashLooping({ exitCode: 137 }).build() });
+      assert.equal(plain.reason, "CrashLoopBackOff");
+      assert.match(plain.message, /its last run exited with code 137 \(Error\)\. It restarted 3 times\./);
+    });
+
+    it("reports an image that cannot be pulled with the container's reason and the image to check", () => {
+      const pull = ready({
+        pod: aPod().waiting("ImagePullBackOff", 'Back-off pulling image "offsite/agent:test"').build(),
+      });
+      assert.deepEqual([pull.status, pull.reason], ["False", "ImagePullBackOff"]);
+      assert.match(pull.message, /Back-off pulling image "offsite\/agent:test"/);
+      assert.match(pull.message, /Check the image offsite\/agent:test \(spec\.image/);
+      const never = ready({ pod: aPod().waiting("ErrImageNeverPull").build() });
+      assert.equal(never.reason, "ErrImageNeverPull");
+      const config = ready({
+        pod: aPod().waiting("CreateContainerConfigError", 'secret "vault-tls" not found').build(),
+      });
+      assert.equal(config.reason, "CreateContainerConfigError");
+      assert.match(config.message, /secret "vault-tls" not found.*kubectl describe pod -n backups vault-0/);
+      // Creating the container is a wait, not a failure.
+      const creating = computeStatus(observe({ pod: aPod().waiting("ContainerCreating").build() }));
+      assert.equal(condition(creating, "Ready")?.reason, "ReceiverNotReady");
+      assert.equal(creating.phase, "Provisioning");
+    });
+
+    it("reports an unschedulable pod with the scheduler's reason and message", () => {
+      const status = computeStatus(
+        observe({
+          statefulSet: aStatefulSet(0),
+          pod: aPod()
+            .unschedulable("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.")
+            .build(),
+        }),
+      );
+      const pending = condition(status, "Ready")!;
+      assert.deepEqual([pending.status, pending.reason], ["False", "Unschedulable"]);
+      assert.match(
+        pending.message,
+        /cannot be scheduled: 0\/1 nodes are available: .*affinity\/selector\. Check/,
+      );
+      assert.match(pending.message, /spec\.nodeSelector.*data claim vault-data/);
+      assert.equal(status.phase, "Provisioning");
+    });
+
+    it("waits for a pod that does not exist, whatever the StatefulSet says", () => {
+      const absent = computeStatus(observe({ statefulSet: aStatefulSet(0), pod: undefined }));
+      const waiting = condition(absent, "Ready")!;
+      assert.deepEqual([waiting.status, waiting.reason], ["False", "ReceiverNotReady"]);
+      assert.equal(
+        waiting.message,
+        "Waiting for pod vault-0 to be created; StatefulSet vault has 0 of 1 replicas ready.",
+      );
+      assert.equal(absent.phase, "Provisioning");
+      // A stale StatefulSet count does not make a missing pod ready.
+      assert.equal(condition(computeStatus(observe({ pod: undefined })), "Ready")?.status, "False");
+      const nothing = computeStatus(observe({ statefulSet: undefined, pod: undefined }));
+      assert.equal(nothing.phase, "Pending");
+    });
   });
 });

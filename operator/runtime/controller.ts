@@ -15,8 +15,10 @@
  * a little behind the API server. That is safe for the primary object (a stale
  * resourceVersion costs one 409 on the status write, which is retried), but a reconcile
  * must read anything whose absence it would act on — a CA Secret, whose cache miss would
- * mint a second CA — from the API server itself. The cached object is shared: never
- * mutate it.
+ * mint a second CA — from the API server itself. What a reconcile only reports on (a
+ * pod's state, for status) it reads from the cache with `ctx.cached`: a stale or missing
+ * entry costs one run with an old status, and the next change of it queues a new run.
+ * Cached objects are shared: never mutate them.
  */
 import type { KubeConfig, KubernetesObject, V1ObjectMeta } from "@kubernetes/client-node";
 import type { Condition } from "./conditions.ts";
@@ -36,6 +38,16 @@ export interface ControllerContext {
   /** The agent image when a spec names none. */
   defaultImage: string;
   now: () => Date;
+  /**
+   * An object of a watched resource from the runtime's cache, or undefined when the cache
+   * has none. For what a reconcile reports on, never for what it would act on when absent.
+   * Throws for a resource no controller watches (a programming error).
+   */
+  cached<T extends KubernetesObject>(
+    resource: WatchedResource,
+    namespace: string,
+    name: string,
+  ): T | undefined;
 }
 
 /** The status fields the runtime reads and writes on every kind. */

@@ -176,6 +176,7 @@ describe("one run of a controller, against a fake API server", () => {
       logger,
       defaultImage: "offsite/agent:test",
       now: () => new Date("2026-11-21T12:00:00Z"),
+      cached: () => undefined,
     };
   }
 

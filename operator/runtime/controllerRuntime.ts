@@ -87,6 +87,7 @@ export class ControllerRuntime {
   /** Starts the queues and watches; resolves once every watch has synced. */
   async start(): Promise<void> {
     const { kc, metrics, logger } = this.options;
+    const caches = new Map<string, Reflector<KubernetesObject>>();
     const ctx: ControllerContext = {
       kc,
       applier: new Applier(kc),
@@ -95,6 +96,11 @@ export class ControllerRuntime {
       logger,
       defaultImage: this.options.defaultImage,
       now: this.options.now ?? (() => new Date()),
+      cached<T extends KubernetesObject>(resource: WatchedResource, namespace: string, name: string) {
+        const reflector = caches.get(resource.name);
+        if (!reflector) throw new Error(`${resource.name} is not watched by any controller`);
+        return reflector.get(namespace, name) as T | undefined;
+      },
     };
     const routes = new Map<string, Route>();
     const route = (resource: WatchedResource) => {
@@ -105,7 +111,6 @@ export class ControllerRuntime {
     let synced = false;
     const held: { queue: WorkQueue; keys: Set<string> }[] = [];
     const running: Running = { queues: [], reflectors: [], timers: [] };
-    const caches = new Map<string, Reflector<KubernetesObject>>();
 
     for (const controller of this.options.controllers) {
       const queue = this.queueFor(controller, ctx, (namespace, name) =>

@@ -66,3 +66,11 @@ export const PERSISTENT_VOLUME_CLAIMS: WatchedResource = {
   labelSelector,
   list: (kc) => kc.makeApiClient(CoreV1Api).listPersistentVolumeClaimForAllNamespaces({ labelSelector }),
 };
+
+/** The pods of what the operator runs (a receiver's `<name>-0`); status reports on them. */
+export const PODS: WatchedResource = {
+  name: "pods",
+  path: "/api/v1/pods",
+  labelSelector,
+  list: (kc) => kc.makeApiClient(CoreV1Api).listPodForAllNamespaces({ labelSelector }),
+};

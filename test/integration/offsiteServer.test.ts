@@ -375,6 +375,7 @@ describe("OffsiteServer", () => {
       "services",
       "secrets",
       "persistentvolumeclaims",
+      "pods",
     ]) {
       const restarts = await operator.metric("offsite_watch_restarts_total", { resource });
       assert.ok(

@@ -152,8 +152,11 @@ describe("OffsiteServer", () => {
     assert.equal(readyCondition(server)?.observedGeneration, server.metadata.generation);
     assert.ok(server.metadata.finalizers?.includes("offsite.dev/finalizer"));
 
+    // Ready comes from the pod (status.ts): kwok reports it Running with Ready=True.
     const pod = await core.readNamespacedPod({ name: "vault-0", namespace });
+    assert.equal(pod.status?.phase, "Running");
     assert.equal(pod.status?.conditions?.find((c) => c.type === "Ready")?.status, "True");
+    assert.equal(readyCondition(server)?.reason, "ReceiverReady");
     const events = await core.listNamespacedEvent({ namespace, fieldSelector: "involvedObject.name=vault" });
     const reasons = events.items.map((e) => e.reason);
     for (const reason of ["CertificateAuthorityCreated", "CertificateIssued", "ReceiverReady"]) {
@@ -351,6 +354,29 @@ describe("OffsiteServer", () => {
     assert.equal(fixed.status?.phase, "Ready");
     await api().custom.deleteNamespacedCustomObject(ref("refused"));
     await eventually("refused gone", async () => ((await getServer("refused")) ? undefined : true));
+  });
+
+  it("reports a receiver pod the scheduler cannot place as Ready=False with the scheduler's reason", async () => {
+    // The pod watch end to end (RBAC, cache, mapping back by label): no node has this label.
+    await createServer("nowhere", {
+      storage: { size: "1Gi" },
+      nodeSelector: { "offsite.dev/no-such": "node" },
+    });
+    const server = await eventually(
+      "Ready=False Unschedulable",
+      async () => {
+        const s = await getServer("nowhere");
+        return readyCondition(s)?.reason === "Unschedulable" ? s : undefined;
+      },
+      60_000,
+      [operator],
+    );
+    const ready = readyCondition(server)!;
+    assert.equal(ready.status, "False");
+    assert.match(ready.message, /Pod nowhere-0 cannot be scheduled: .*node.*Check spec\.nodeSelector/);
+    assert.equal(server.status?.phase, "Provisioning");
+    await api().custom.deleteNamespacedCustomObject(ref("nowhere"));
+    await eventually("nowhere gone", async () => ((await getServer("nowhere")) ? undefined : true));
   });
 
   it("exposes its metrics on /metrics with Prometheus names", async () => {

@@ -37,7 +37,6 @@ import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { compareJob } from "../../agent/compare/compareJob.ts";
 import { pushJob } from "../../agent/push/pushJob.ts";
-import { startReceiver, type RunningReceiver } from "../../agent/receiver/receiverServer.ts";
 import { NO_FILTERS } from "../../agent/source/filters.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
 import {
@@ -47,6 +46,7 @@ import {
   startReceiverProcess,
   type ReceiverProcess,
 } from "./agentProcesses.ts";
+import { startHookedReceiver, type HookedReceiver } from "./hookedReceiver.ts";
 
 const SITE = "3c3c3c3c-4d4d-4e5e-8f6f-7a7a7a7a7a7a";
 const SOURCE = "9b9b9b9b-0c0c-4d1d-8e2e-3f3f3f3f3f3f";
@@ -296,34 +296,26 @@ describe("offsite push as a user who cannot read some entries", { skip: process.
 
 describe("entries that become unreadable while a push runs", () => {
   let work: string;
-  let receiver: RunningReceiver;
-  let onSession: (() => void) | undefined;
-  let clientDir: string;
+  let hooked: HookedReceiver;
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), "offsite-unlucky-"));
-    const certs = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
-    clientDir = certs.client;
-    receiver = await startReceiver({
-      root: join(work, "r"),
-      host: "127.0.0.1",
-      port: 0,
-      credentials: loadCredentials(certs.receiver),
-      onEvent: (event) => {
-        if (event.event === "session") onSession?.();
-      },
-    });
+    hooked = await startHookedReceiver(work, SITE, SOURCE, "r");
   });
 
   after(async () => {
-    await receiver?.close();
+    await hooked?.receiver.close();
     // rm(1) walks with relative paths, so it removes the tree deeper than PATH_MAX too.
     spawnSync("rm", ["-rf", work]);
   });
 
   const job = (source: string) => ({
     source,
-    endpoint: { host: "127.0.0.1", port: receiver.port, credentials: loadCredentials(clientDir) },
+    endpoint: {
+      host: "127.0.0.1",
+      port: hooked.receiver.port,
+      credentials: loadCredentials(hooked.clientDir),
+    },
     site: SITE,
     sourceId: SOURCE,
     filters: NO_FILTERS,
@@ -342,7 +334,7 @@ describe("entries that become unreadable while a push runs", () => {
     writeFileSync(join(source, "small.txt"), "small, two, longer\n");
     writeFileSync(join(source, "large.bin"), Buffer.alloc(310_000, 2));
     writeFileSync(join(source, "fifo.txt"), "fifo, two, longer\n");
-    onSession = () => {
+    hooked.onSession = () => {
       for (const name of ["small.txt", "large.bin"]) {
         rmSync(join(source, name));
         symlinkSync(join(source, "outside.txt"), join(source, name));
@@ -350,7 +342,7 @@ describe("entries that become unreadable while a push runs", () => {
       rmSync(join(source, "fifo.txt"));
       assert.equal(spawnSync("mkfifo", [join(source, "fifo.txt")]).status, 0);
     };
-    const second = await pushJob(job(source)).finally(() => (onSession = undefined));
+    const second = await pushJob(job(source)).finally(() => (hooked.onSession = undefined));
     assert.equal(second.outcome, "partial");
     const problems = second.problems.sort(byPath);
     assert.deepEqual(

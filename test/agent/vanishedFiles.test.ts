@@ -13,44 +13,31 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { compareJob } from "../../agent/compare/compareJob.ts";
 import { pushJob } from "../../agent/push/pushJob.ts";
-import { startReceiver, type RunningReceiver } from "../../agent/receiver/receiverServer.ts";
 import { NO_FILTERS } from "../../agent/source/filters.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
-import { makeStandaloneCerts } from "./agentProcesses.ts";
+import { startHookedReceiver, type HookedReceiver } from "./hookedReceiver.ts";
 
 const SITE = "5a5a5a5a-1b1b-4c2c-8d3d-4e4e4e4e4e4e";
 const SOURCE = "6f6f6f6f-7a7a-4b8b-9c9c-0d0d0d0d0d0d";
 
 describe("files that vanish while a push runs", () => {
   let work: string;
-  let receiver: RunningReceiver;
-  let onSession: (() => void) | undefined;
-  let clientDir: string;
+  let hooked: HookedReceiver;
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), "offsite-vanish-"));
-    const certs = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
-    clientDir = certs.client;
-    receiver = await startReceiver({
-      root: join(work, "root"),
-      host: "127.0.0.1",
-      port: 0,
-      credentials: loadCredentials(certs.receiver),
-      onEvent: (event) => {
-        if (event.event === "session") onSession?.();
-      },
-    });
+    hooked = await startHookedReceiver(work, SITE, SOURCE);
   });
 
   after(async () => {
-    await receiver?.close();
+    await hooked?.receiver.close();
     rmSync(work, { recursive: true, force: true });
   });
 
   const endpoint = () => ({
     host: "127.0.0.1",
-    port: receiver.port,
-    credentials: loadCredentials(clientDir),
+    port: hooked.receiver.port,
+    credentials: loadCredentials(hooked.clientDir),
   });
   const push = (source: string) =>
     pushJob({
@@ -74,10 +61,10 @@ describe("files that vanish while a push runs", () => {
     writeFileSync(join(source, "docs", "small.txt"), "version two, longer");
     writeFileSync(join(source, "large.bin"), Buffer.alloc(400_000, 2));
     writeFileSync(join(source, "new.txt"), "never backed up");
-    onSession = () => {
+    hooked.onSession = () => {
       for (const path of ["docs/small.txt", "large.bin", "new.txt"]) rmSync(join(source, path));
     };
-    const second = await push(source).finally(() => (onSession = undefined));
+    const second = await push(source).finally(() => (hooked.onSession = undefined));
 
     assert.deepEqual(second.vanished.sort(), ["docs/small.txt", "large.bin", "new.txt"]);
     const tree = join(work, "root", SITE, SOURCE, "versions", second.version, "tree");
@@ -89,7 +76,7 @@ describe("files that vanish while a push runs", () => {
 
   it("compare reports a file that vanished before it was hashed as missing from the source", async () => {
     const source = join(work, "source");
-    onSession = () => rmSync(join(source, "docs", "stays.txt"));
+    hooked.onSession = () => rmSync(join(source, "docs", "stays.txt"));
     const report = await compareJob({
       source,
       endpoint: endpoint(),
@@ -97,7 +84,7 @@ describe("files that vanish while a push runs", () => {
       sourceId: SOURCE,
       filters: NO_FILTERS,
       checksum: true,
-    }).finally(() => (onSession = undefined));
+    }).finally(() => (hooked.onSession = undefined));
     assert.equal(report.match, false);
     assert.deepEqual(report.missing, ["docs/stays.txt"]);
     assert.deepEqual(report.changed, []);

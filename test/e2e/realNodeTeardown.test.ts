@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { leftovers, ourProcesses } from "../cluster/node/hostState.ts";
+import { whileHoldingNodeLock } from "../cluster/node/realNode.ts";
 import { realNodeUnavailable, startTestCluster, usingExistingCluster } from "../cluster/testCluster.ts";
 
 const FIXTURE = join(import.meta.dirname, "fixtures", "realNodeSuite.ts");
@@ -60,7 +61,8 @@ describe(
       const { code, output, pids } = await runFixture(false);
       assert.notEqual(code, 0, `the fixture fails on purpose:\n${output}`);
       assert.ok(pids.length >= 3);
-      assert.deepEqual(leftovers(), []);
+      // Under the node lock: another suite's node must not be starting while we look.
+      assert.deepEqual(await whileHoldingNodeLock(leftovers), []);
     });
 
     it("after SIGKILL of the test process, the next run sweeps what it left and starts clean", async () => {
@@ -80,7 +82,7 @@ describe(
       } finally {
         await cluster.stop();
       }
-      assert.deepEqual(leftovers(), []);
+      assert.deepEqual(cluster.node!.leftAfterStop, []);
     });
   },
 );

@@ -41,6 +41,7 @@ import {
   nodeUnsupportedReason,
   recordHost,
   setUpNetwork,
+  leftovers,
   sweep,
 } from "./hostState.ts";
 
@@ -77,6 +78,20 @@ function alive(pid: number): boolean {
     return !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
   } catch {
     return false;
+  }
+}
+
+/**
+ * Runs `check` while holding the machine's node lock: for a test that inspects the host
+ * after a node it did not own (another process's) has stopped, so no other suite's node
+ * is half started meanwhile.
+ */
+export async function whileHoldingNodeLock<T>(check: () => T | Promise<T>): Promise<T> {
+  const release = await acquireLock(600_000);
+  try {
+    return await check();
+  } finally {
+    release();
   }
 }
 
@@ -684,11 +699,19 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     for (const p of this.processes) await p.stop();
   }
 
+  /**
+   * What of ours was still on the host right after the last stop(), checked while this
+   * node still held the machine's lock (afterwards another suite's node may be starting,
+   * and its processes, links and chains would look like ours).
+   */
+  leftAfterStop: string[] | undefined;
+
   /** Stops the node and sweeps the host (and whatever else is in our cgroups). Safe twice. */
   async stop(): Promise<void> {
     await this.stopDaemons();
     const swept = sweep();
     for (const [step, ms] of Object.entries(swept)) this.timings[`sweep-${step}`] = ms / 1000;
+    if (this.releaseLock) this.leftAfterStop = leftovers();
     this.releaseLock?.();
     this.releaseLock = undefined;
   }

@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { UsageError, parseFlags, renderFlags, type FlagTable } from "./flags.ts";
-import { ROLE_FLAGS, receiveFlags, pushFlags, filterOptionsOf } from "./roles.ts";
+import { ROLE_FLAGS, compareFlags, receiveFlags, pushFlags, filterOptionsOf } from "./roles.ts";
 import { DEFAULT_RETENTION } from "./retention.ts";
 
 describe("flag tables", () => {
@@ -41,6 +41,16 @@ describe("flag tables", () => {
     assert.throws(
       () => parseFlags(pushFlags, ["--to=x:1", "--max-file-size=ten"], "push"),
       /--max-file-size/,
+    );
+    for (const bad of ["0s", "1500us", "soon"])
+      assert.throws(
+        () => parseFlags(receiveFlags, ["--root=/d", "--certs=/c", `--idle-timeout=${bad}`], "r"),
+        (error: Error) => error instanceof UsageError && /--idle-timeout/.test(error.message),
+        bad,
+      );
+    assert.throws(
+      () => parseFlags(compareFlags, ["--to=./b", "--version=latest"], "compare"),
+      /--version "latest" is not a version ID/,
     );
   });
 
@@ -84,6 +94,9 @@ describe("flag tables", () => {
               else if (key.startsWith("keep") || key === "maxConcurrentJobs" || key === "port")
                 options[key] = count;
               else if (key === "maxFileSize") options[key] = count * 1024;
+              else if (key === "idleTimeout")
+                options[key] = count * 997; // needs "ms", "s" or "m"
+              else if (key === "version") options[key] = `20261201T0${count % 10}1500Z`;
             }
             const argv = renderFlags(table, options as never);
             assert.deepEqual(parseFlags(table, argv, role).options, options, argv.join(" "));

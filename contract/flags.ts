@@ -5,13 +5,15 @@
  * an option the operator renders is, by construction, one the agent accepts.
  *
  * The one subtle point: rendering must round-trip through parsing exactly
- * (`parse(render(x))` equals x). Values are rendered in the canonical form their parser
- * reads (sizes in bytes, durations in milliseconds), lists as repeated flags, switches
- * as `--flag` / `--no-flag`. A unit test checks the round trip for every role.
+ * (`parse(render(x))` equals x). Values are rendered in a form their parser reads back
+ * to the same value (sizes in bytes, durations as the shortest exact string such as
+ * `5m`), lists as repeated flags, switches as `--flag` / `--no-flag`. A property test
+ * checks the round trip for every role and every kind of flag.
  */
 import { parseArgs } from "node:util";
 import { isGuid, guidRuleText } from "./guid.ts";
 import { durationToMs, msToDuration, sizeToBytes } from "./units.ts";
+import { isVersionId, versionIdRuleText } from "./versions.ts";
 
 /** A command line that cannot be used as given; its message says what to change. */
 export class UsageError extends Error {
@@ -94,15 +96,31 @@ export const flags = {
       write: String,
     };
   },
-  /** A duration such as 30s or 1h30m; the option holds milliseconds. */
+  /** A duration such as 30s or 1h30m of at least a millisecond; the option holds whole milliseconds. */
   duration<const E extends Extras<number>>(help: string, extras = {} as E): ValueFlag<number> & E {
     return {
       kind: "value",
       help,
       placeholder: "DURATION",
       ...extras,
-      read: unitReader(durationToMs),
+      read: unitReader((text) => {
+        const ms = durationToMs(text);
+        if (!Number.isInteger(ms) || ms < 1)
+          throw new Error(`${JSON.stringify(text)} must be a whole number of milliseconds, at least 1ms`);
+        return ms;
+      }),
       write: msToDuration,
+    };
+  },
+  /** A version ID (contract/versions.ts). */
+  version<const E extends Extras<string>>(help: string, extras = {} as E): ValueFlag<string> & E {
+    return {
+      kind: "value",
+      help,
+      placeholder: "VERSION",
+      ...extras,
+      read: readVersion,
+      write: (value) => value,
     };
   },
   guid<const E extends Extras<string>>(help: string, extras = {} as E): ValueFlag<string> & E {
@@ -152,6 +170,12 @@ function readInteger(text: string, flag: string, { min, max }: { min: number; ma
   if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max)
     throw new UsageError(`--${flag} must be a whole number in ${min}-${max}, not ${JSON.stringify(text)}`);
   return Number(text);
+}
+
+function readVersion(text: string, flag: string): string {
+  if (!isVersionId(text))
+    throw new UsageError(`--${flag} ${JSON.stringify(text)} is not ${versionIdRuleText}`);
+  return text;
 }
 
 function readGuid(text: string, flag: string): string {

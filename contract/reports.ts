@@ -11,6 +11,7 @@
 import { z } from "zod";
 import { globPattern } from "./filters.ts";
 import { guidSchema } from "./guid.ts";
+import { versionIdSchema } from "./versions.ts";
 
 export const CONTROL_API_VERSION = "v1";
 /** The default port of an agent's control endpoint (the data session's is 5722). */
@@ -19,7 +20,7 @@ export const DEFAULT_CONTROL_PORT = 5723;
 const guid = guidSchema();
 const timestamp = z.iso.datetime();
 const count = z.number().int().nonnegative();
-const versionId = z.string().regex(/^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/);
+const versionId = versionIdSchema;
 
 /** GET /v1/receiver: a receiver's facts about its own disk. */
 export const receiverReport = z.strictObject({

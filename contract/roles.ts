@@ -103,8 +103,7 @@ const receiverAddress = () =>
     required: true,
     placeholder: "HOST:PORT|DIR",
   });
-const versionFlag = (what: string) =>
-  flags.text(`The version to ${what}; the newest when absent.`, { placeholder: "VERSION" });
+const versionFlag = (what: string) => flags.version(`The version to ${what}; the newest when absent.`);
 
 export const pushFlags = {
   to: receiverAddress(),

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { guidSchema } from "../../contract/guid.ts";
+import { versionIdSchema } from "../../contract/versions.ts";
 import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
 
 export const PROTOCOL_VERSION = 1;
@@ -30,7 +31,7 @@ const linkTarget = z
   .min(1)
   .max(4096)
   .refine((target) => !target.includes("\0"), "a symlink target cannot contain a NUL byte");
-const versionId = z.string().regex(/^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/, "must be a version id");
+const versionId = versionIdSchema;
 
 export const manifestEntry = z.discriminatedUnion("type", [
   z.strictObject({

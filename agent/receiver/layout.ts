@@ -14,8 +14,7 @@
  */
 import { existsSync, readdirSync, readlinkSync } from "node:fs";
 import { basename, join } from "node:path";
-
-export const VERSION_ID = /^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/;
+import { VERSION_ID } from "../../contract/versions.ts";
 
 export class SourceLayout {
   readonly dir: string;

@@ -15,6 +15,7 @@ import {
   labelSelector,
   matchingString,
   objectName,
+  versionId,
   observedGeneration,
   withRules,
 } from "./fields.ts";
@@ -131,10 +132,7 @@ export const backupJobSpec = withRules(
     contentFirewall: contentFirewall(false),
     compare: described(
       z.object({
-        version: described(
-          z.string().min(1).max(128),
-          "Version to compare with; the latest when empty.",
-        ).optional(),
+        version: described(versionId(), "Version to compare with; the newest when empty.").optional(),
         checksum: described(
           z.boolean(),
           "Compare file contents by hash, not only size and modification time (reads every file).",
@@ -144,7 +142,7 @@ export const backupJobSpec = withRules(
     ).optional(),
     restore: described(
       z.object({
-        version: described(z.string().min(1).max(128), "Version to restore, or latest.").default("latest"),
+        version: described(versionId(), "Version to restore; the newest when empty.").optional(),
         path: described(
           z.string().min(1).max(4096),
           "Directory to restore into; source.path when empty. Existing files that differ are replaced.",

@@ -16,6 +16,7 @@ import { GUID_MAX_LENGTH, GUID_PATTERN, guidRuleText } from "../../contract/guid
 import { globPattern } from "../../contract/filters.ts";
 import { retentionFields } from "../../contract/retention.ts";
 import { DURATION, QUANTITY } from "../../contract/units.ts";
+import { VERSION_ID, VERSION_ID_MAX_LENGTH, versionIdRuleText } from "../../contract/versions.ts";
 
 /** A CEL validation rule as the API server reads it from `x-kubernetes-validations`. */
 export interface CelRule {
@@ -151,6 +152,11 @@ export function cronSchedule(): z.ZodString {
 /** A GUID naming a site or a source: the contract's one rule (contract/guid.ts), here with CEL. */
 export function guid(what: string): z.ZodString {
   return matchingString(GUID_PATTERN, GUID_MAX_LENGTH, `must identify ${what}: ${guidRuleText}`);
+}
+
+/** A version ID of a source on a receiver (contract/versions.ts), here with CEL. */
+export function versionId(): z.ZodString {
+  return matchingString(VERSION_ID, VERSION_ID_MAX_LENGTH, `must be ${versionIdRuleText}`);
 }
 
 /** A label selector, as in every Kubernetes API (`matchLabels` / `matchExpressions`). */

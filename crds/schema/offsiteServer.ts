@@ -4,7 +4,8 @@
  */
 import { z } from "zod";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
-import { DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_PORT } from "../../contract/roles.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_PORT } from "../../contract/roles.ts";
+import { msToDuration } from "../../contract/units.ts";
 import {
   conditions,
   described,
@@ -17,8 +18,6 @@ import {
   size,
   withRules,
 } from "./fields.ts";
-
-export const OFFSITE_DEFAULT_PORT = DEFAULT_PORT;
 
 const storage = withRules(
   described(
@@ -95,7 +94,7 @@ export const offsiteServerSpec = withRules(
     port: described(
       intInRange(1024, 49151, "port must be a registered port in 1024-49151 (default 5722)"),
       "TCP port the receiver listens on and the Service exposes; a registered port in 1024-49151.",
-    ).default(OFFSITE_DEFAULT_PORT),
+    ).default(DEFAULT_PORT),
     storage: storage.default({ size: "10Gi" }),
     retainPolicy: described(
       z.enum(["Retain", "Delete"]),
@@ -104,7 +103,7 @@ export const offsiteServerSpec = withRules(
     service,
     tls,
     retention: retention(
-      "Default retention of versions for every source on this server; a BackupJob can override it for its source.",
+      "Retention of versions for every source on this server (the receiver prunes after each commit).",
     ).default(DEFAULT_RETENTION),
     maxConcurrentJobs: described(
       z.number().int().min(1).max(1024),
@@ -114,6 +113,10 @@ export const offsiteServerSpec = withRules(
       z.array(guid("a source")).max(1000),
       "Source GUIDs whose pushes are refused (reported as Suspended); their stored versions are kept.",
     ).default([]),
+    idleTimeout: described(
+      duration(),
+      "End a session whose client sends or reads nothing for this long, freeing its source for the next job; raise it for sources that hash very large files (compare or push with checksum).",
+    ).default(msToDuration(DEFAULT_IDLE_TIMEOUT_MS)),
     image: described(
       z.string().min(1).max(1024),
       "Agent image for the receiver; the operator's default agent image when empty.",

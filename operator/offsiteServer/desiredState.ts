@@ -11,8 +11,8 @@
 import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { renderFlags } from "../../contract/flags.ts";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
-import { DEFAULT_IDLE_TIMEOUT_MS, receiveFlags, type ReceiveOptions } from "../../contract/roles.ts";
-import { sizeToBytes } from "../../contract/units.ts";
+import { receiveFlags, type ReceiveOptions } from "../../contract/roles.ts";
+import { durationToMs, sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
 import {
   RECEIVER_CONTAINER,
@@ -43,8 +43,7 @@ export function receiverArguments(spec: OffsiteServerSpec): string[] {
     ...spec.retention,
     maxConcurrentJobs: spec.maxConcurrentJobs,
     suspendedSources: spec.suspendedSources,
-    // Not an OffsiteServer field (yet): the contract's default.
-    idleTimeout: DEFAULT_IDLE_TIMEOUT_MS,
+    idleTimeout: durationToMs(spec.idleTimeout),
   };
   return ["receive", ...renderFlags(receiveFlags, options)];
 }

@@ -49,6 +49,7 @@ describe("the receiver's command line", () => {
       { ...DEFAULT_RETENTION, keepLast: 30 },
     ],
     ["a concurrency limit", { maxConcurrentJobs: 1 }, { maxConcurrentJobs: 1 }],
+    ["an idle timeout", { idleTimeout: "1h30m" }, { idleTimeout: 90 * 60_000 }],
     [
       "suspended sources, UID and readable forms",
       { suspendedSources: ["orders-db", "0b5e3c1a-7d2f-4c9e-8a61-3f0d2b7e9c44"] },

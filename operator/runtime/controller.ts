@@ -112,3 +112,6 @@ export interface ControllerDefinition<T extends CustomObject = CustomObject> {
   /** Drops what is kept about an object that is gone (its metric series). */
   forget?(ctx: ControllerContext, namespace: string, name: string): void;
 }
+
+/** Where a kind's objects live in the API: what a finalizer patch or a status write needs. */
+export type KindCoordinates = Pick<ControllerDefinition, "group" | "version" | "plural">;

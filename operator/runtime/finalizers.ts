@@ -8,7 +8,7 @@
  * silently dropping theirs.
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
-import type { ControllerDefinition, CustomObject } from "./controller.ts";
+import type { CustomObject, KindCoordinates } from "./controller.ts";
 import { FINALIZER } from "./ownership.ts";
 
 export type LifecycleStep =
@@ -27,12 +27,10 @@ export function lifecycleStep(object: CustomObject, hasFinalizeStep: boolean): L
   return hasFinalizeStep && !holds ? "addFinalizer" : "reconcile";
 }
 
-type Coordinates = Pick<ControllerDefinition, "group" | "version" | "plural">;
-
 /** Adds (`add`) or removes our finalizer; returns the object as the server stored it. */
 export async function patchFinalizer(
   kc: KubeConfig,
-  kind: Coordinates,
+  kind: KindCoordinates,
   object: CustomObject,
   change: "add" | "remove",
 ): Promise<CustomObject> {

@@ -28,7 +28,11 @@ export function isNotFound(error: unknown): boolean {
   return error instanceof ApiException && error.code === 404;
 }
 
+// The reasons of the API's Status codes (metav1.StatusReason), and one for every other
+// code, so the label set of offsite_reconcile_errors_total is known and bounded from the start.
 const API_ERROR_REASONS: Record<number, string> = {
+  400: "BadRequest",
+  401: "Unauthorized",
   403: "Forbidden",
   404: "NotFound",
   409: "Conflict",
@@ -36,15 +40,21 @@ const API_ERROR_REASONS: Record<number, string> = {
   429: "TooManyRequests",
   500: "ServerError",
   503: "Unavailable",
+  504: "Timeout",
 };
+const OTHER_HTTP_ERROR = "HttpError";
 
 /** Every reason errorReason gives without a ReconcileError of a controller's own (metrics start with these). */
-export const KNOWN_ERROR_REASONS: readonly string[] = [...Object.values(API_ERROR_REASONS), "Unexpected"];
+export const KNOWN_ERROR_REASONS: readonly string[] = [
+  ...Object.values(API_ERROR_REASONS),
+  OTHER_HTTP_ERROR,
+  "Unexpected",
+];
 
 /** The stable reason of any error a reconcile may throw. */
 export function errorReason(error: unknown): string {
   if (error instanceof ReconcileError) return error.reason;
-  if (error instanceof ApiException) return API_ERROR_REASONS[error.code] ?? `Http${error.code}`;
+  if (error instanceof ApiException) return API_ERROR_REASONS[error.code] ?? OTHER_HTTP_ERROR;
   return "Unexpected";
 }
 

@@ -15,16 +15,14 @@
  */
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { findCondition, setCondition } from "./conditions.ts";
-import type { ControllerDefinition, CustomObject, ObjectStatus } from "./controller.ts";
+import type { CustomObject, KindCoordinates, ObjectStatus } from "./controller.ts";
 import type { EventRecorder } from "./events.ts";
 import { errorMessage, errorReason } from "./kubeApi.ts";
-
-type Coordinates = Pick<ControllerDefinition, "group" | "version" | "plural">;
 
 /** Replaces the status when it differs from the object's; says whether it wrote. */
 export async function writeStatus(
   kc: KubeConfig,
-  kind: Coordinates,
+  kind: KindCoordinates,
   object: CustomObject,
   status: ObjectStatus,
 ): Promise<boolean> {

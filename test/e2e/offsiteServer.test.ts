@@ -1,0 +1,606 @@
+/**
+ * The OffsiteServer end to end on the real node, with the operator installed the way
+ * users install it: `helm install` of helm/offsite from the images built here, running in
+ * its own namespace with in-cluster configuration. The example OffsiteServer
+ * (crds/examples/offsiteserver.yaml) gives a receiver pod that runs the real `offsite
+ * receive`, Ready by its real probe; from the host, the real CLI pushes to the Service's
+ * ClusterIP (through kube-proxy) with a client certificate from the server's CA and
+ * restores byte for byte; the data is on the PVC under <site>/<source>/. Then restarts: the
+ * restart annotation, SIGKILL of the receiver mid-push (the kubelet restarts it, the push
+ * resumes — a todo while a non-root receiver cannot reopen its staged file), and a deleted
+ * pod (the data stays, the next push sends only the change). Last, an image that refuses
+ * the receiver's args gives Ready=False with reason CrashLoopBackOff and its last words.
+ *
+ * The host has no cluster DNS: fixtures/clusterDns.ts makes the CLI resolve `.svc` names
+ * through CoreDNS, so it connects to the ClusterIP and verifies the receiver's certificate
+ * by the name the operator issued it for (the certificate carries no ClusterIP).
+ *
+ * Our own node only: the host reaches ClusterIPs and kills container processes by PID,
+ * which an existing cluster (kind) does not allow.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { Resolver } from "node:dns/promises";
+import {
+  realNodeUnavailable,
+  startTestCluster,
+  usingExistingCluster,
+  type TestCluster,
+} from "../cluster/testCluster.ts";
+import { binaryPath } from "../cluster/binaries.ts";
+import { caFromSecret, newSourceSecret } from "../../operator/offsiteServer/certificates.ts";
+import type { V1Secret } from "@kubernetes/client-node";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+const CHART = join(ROOT, "helm", "offsite");
+const CLI = join(ROOT, "agent", "main.mjs");
+const CLUSTER_DNS_HOOK = join(import.meta.dirname, "fixtures", "clusterDns.ts");
+const CLUSTER_DNS = "198.19.0.10";
+const RELEASE = "offsite";
+const SERVER = "vault"; // crds/examples/offsiteserver.yaml
+const POD = `${SERVER}-0`;
+const PORT = 5722;
+const SITE = "e2e-site";
+const SOURCE = "e2e-source";
+const MiB = 1024 * 1024;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function eventually<T>(
+  what: string,
+  attempt: () => Promise<T | undefined>,
+  timeoutMs = 90_000,
+  intervalMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: Error | undefined;
+  while (Date.now() < deadline) {
+    try {
+      const value = await attempt();
+      if (value !== undefined) return value;
+    } catch (error) {
+      last = error instanceof Error ? error : new Error(String(error));
+    }
+    await sleep(intervalMs);
+  }
+  throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last.message}` : ""}`);
+}
+
+interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once("error", reject);
+    child.once("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Every regular file of a tree, relative path → content. */
+function treeContents(dir: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  const walk = (current: string) => {
+    for (const entry of readdirSync(current, { withFileTypes: true })) {
+      const path = join(current, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else out.set(relative(dir, path), readFileSync(path));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function assertSameTree(actual: string, expected: string): void {
+  const a = treeContents(actual);
+  const e = treeContents(expected);
+  assert.deepEqual([...a.keys()].sort(), [...e.keys()].sort());
+  for (const [path, content] of e) assert.ok(a.get(path)!.equals(content), `${path} differs`);
+}
+
+interface PushReport {
+  outcome: string;
+  version: string;
+  base: string | null;
+  resumed: boolean;
+  files: { total: number; unchanged: number; sent: number };
+}
+
+interface PodStatus {
+  metadata: { uid: string };
+  spec: { containers: { image: string; imagePullPolicy: string }[] };
+  status: {
+    phase: string;
+    conditions?: { type: string; status: string }[];
+    containerStatuses?: {
+      ready: boolean;
+      restartCount: number;
+      state: { running?: { startedAt: string } };
+    }[];
+  };
+}
+
+interface Condition {
+  type: string;
+  status: string;
+  reason?: string;
+  message?: string;
+}
+
+const skip = usingExistingCluster()
+  ? "pushes to a ClusterIP from the host and kills container processes of the harness's own node"
+  : realNodeUnavailable();
+
+describe("OffsiteServer on the real node, operator installed by helm", { skip }, () => {
+  let cluster: (TestCluster & { stop(): Promise<void> }) | undefined;
+  let work = "";
+  let operatorNamespace = "";
+  let sourceCerts = "";
+  let clusterIp = "";
+  let suiteStarted = 0;
+  const tree = () => join(work, "tree");
+
+  const kubectl = async (args: string[], input?: string) => {
+    const result = await cluster!.kubectl(args, input);
+    if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${result.stderr}`);
+    return result.stdout;
+  };
+  const inSuite = (args: string[], input?: string) => kubectl(["-n", cluster!.namespace, ...args], input);
+  const helm = (args: string[]) =>
+    run(binaryPath("helm"), [...args, "--kubeconfig", cluster!.kubeconfigPath]);
+  const splitRef = (ref: string) => {
+    const at = ref.lastIndexOf(":");
+    return { repository: ref.slice(0, at), tag: ref.slice(at + 1) };
+  };
+  const helmImageArgs = () => {
+    const operator = splitRef(cluster!.images!.operator!.ref);
+    const agent = splitRef(cluster!.images!.agent.ref);
+    return [
+      "--set",
+      `image.repository=${operator.repository}`,
+      "--set",
+      `image.tag=${operator.tag}`,
+      "--set",
+      "image.pullPolicy=Never",
+      "--set",
+      `agentImage.repository=${agent.repository}`,
+      "--set",
+      `agentImage.tag=${agent.tag}`,
+    ];
+  };
+
+  const pod = async (name = POD) =>
+    JSON.parse(await inSuite(["get", "pod", name, "-o", "json"])) as PodStatus;
+  const podReady = (p: PodStatus) => p.status.conditions?.find((c) => c.type === "Ready")?.status === "True";
+  const serverCondition = async (name: string, type = "Ready") => {
+    const server = JSON.parse(await inSuite(["get", "offsiteserver", name, "-o", "json"])) as {
+      status?: { conditions?: Condition[]; endpoint?: string };
+    };
+    return server.status?.conditions?.find((c) => c.type === type);
+  };
+  /** Waits for the receiver pod (a new one when `notUid`) Ready and the OffsiteServer Ready=True. */
+  const waitReceiverReady = async (notUid?: string) => {
+    const ready = await eventually(`pod ${POD} Ready`, async () => {
+      const p = await pod();
+      return (notUid === undefined || p.metadata.uid !== notUid) && podReady(p) ? p : undefined;
+    });
+    await eventually(`OffsiteServer ${SERVER} Ready=True`, async () =>
+      (await serverCondition(SERVER))?.status === "True" ? true : undefined,
+    );
+    return ready;
+  };
+
+  /** The real CLI on the host; `.svc` names resolve through CoreDNS to the ClusterIP. */
+  const offsite = (args: string[]) =>
+    run(process.execPath, ["--import", CLUSTER_DNS_HOOK, CLI, ...args], { OFFSITE_CLUSTER_DNS: CLUSTER_DNS });
+  const endpoint = () => `${SERVER}.${cluster!.namespace}.svc:${PORT}`;
+  const push = () => offsite(["push", tree(), "--to", endpoint(), "--certs", sourceCerts, "--json"]);
+  const reportOf = (finished: Finished) => {
+    assert.equal(finished.code, 0, `offsite exited ${finished.code}: ${finished.stderr}`);
+    return JSON.parse(finished.stdout.trim().split("\n").at(-1)!) as PushReport;
+  };
+  /** A push once the Service routes to a ready receiver again (connection refusals retried). */
+  const pushWhenReachable = () =>
+    eventually(
+      "a push the receiver accepts",
+      async () => {
+        const finished = await push();
+        if (finished.code !== 0 && /cannot connect/.test(finished.stderr)) return undefined;
+        return finished;
+      },
+      60_000,
+      1000,
+    );
+  const restoreAndCompare = async (label: string) => {
+    const into = join(work, `restored-${label}`);
+    const restored = await offsite(["restore", "--from", endpoint(), "--certs", sourceCerts, "--json", into]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assertSameTree(into, tree());
+    rmSync(into, { recursive: true, force: true });
+  };
+  /** Runs Node inside the receiver (the agent image has Node and no shell). */
+  const nodeInReceiver = (script: string) =>
+    inSuite(["exec", POD, "-c", "receiver", "--", "/nodejs/bin/node", "-e", script]);
+  /** The host's path of the receiver's data volume (a local PV of the node). */
+  const dataVolumePath = async () => {
+    const volume = (
+      await inSuite(["get", "pvc", `${SERVER}-data`, "-o", "jsonpath={.spec.volumeName}"])
+    ).trim();
+    return (await kubectl(["get", "pv", volume, "-o", "jsonpath={.spec.local.path}"])).trim();
+  };
+
+  /** Runs `wait`; when it fails, the error carries the namespace's pods, events and logs. */
+  const withDiagnostics = async <T>(namespace: string, wait: () => Promise<T>): Promise<T> => {
+    try {
+      return await wait();
+    } catch (error) {
+      const parts: string[] = [];
+      for (const args of [
+        ["get", "pods,statefulsets,services,pvc", "-o", "wide"],
+        ["describe", "pods"],
+        ["get", "events", "--sort-by=.lastTimestamp"],
+        ["logs", "--all-containers", "--prefix", "--tail=60", "-l", "app.kubernetes.io/part-of=offsite"],
+        [
+          "logs",
+          "--all-containers",
+          "--prefix",
+          "--tail=60",
+          "--previous",
+          "-l",
+          "app.kubernetes.io/part-of=offsite",
+        ],
+      ]) {
+        const result = await cluster!.kubectl(["-n", namespace, ...args]);
+        parts.push(`$ kubectl ${args.join(" ")}\n${result.stdout}${result.stderr}`);
+      }
+      throw new Error(`${(error as Error).message}\n${parts.join("\n")}`, { cause: error });
+    }
+  };
+
+  before(async () => {
+    suiteStarted = performance.now();
+    // crds: false: the chart installs the CRDs, as a user's `helm install` does (crds.enabled
+    // defaults to true), so the chart's CRD path is what this suite exercises.
+    cluster = await startTestCluster({
+      node: "real",
+      crds: false,
+      realNode: { operatorImage: true, volumes: 2 },
+    });
+    const seconds = (performance.now() - suiteStarted) / 1000;
+    process.stderr.write(
+      `[offsiteServer] bring-up ${seconds.toFixed(1)} s; steps: ${JSON.stringify(cluster.node?.timings)}\n`,
+    );
+    work = mkdtempSync(join(tmpdir(), "offsite-e2e-server-"));
+    operatorNamespace = `${cluster.namespace}-system`;
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+    process.stderr.write(
+      `[offsiteServer] suite ${((performance.now() - suiteStarted) / 1000).toFixed(1)} s\n`,
+    );
+  });
+
+  it("helm install refuses replicaCount=-1 and an unknown key, naming them", async () => {
+    const args = ["install", "refused", CHART, "-n", "default", ...helmImageArgs()];
+    const negative = await helm([...args, "--set", "replicaCount=-1"]);
+    assert.notEqual(negative.code, 0);
+    assert.match(negative.stderr, /replicaCount/);
+    const unknown = await helm([...args, "--set", "replicaCuont=2"]);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /replicaCuont/);
+    const releases = await helm(["list", "-A", "-q"]);
+    assert.equal(releases.stdout.trim(), "", "a refused install left no release");
+  });
+
+  it("helm install runs the operator Ready, in-cluster, holding its leader Lease", async () => {
+    const started = performance.now();
+    const installed = await helm([
+      "install",
+      RELEASE,
+      CHART,
+      "-n",
+      operatorNamespace,
+      "--create-namespace",
+      ...helmImageArgs(),
+    ]);
+    assert.equal(installed.code, 0, installed.stderr);
+    const inOperator = (args: string[]) => kubectl(["-n", operatorNamespace, ...args]);
+    await withDiagnostics(operatorNamespace, () =>
+      eventually("the operator Deployment Ready", async () =>
+        (
+          await inOperator(["get", "deployment", RELEASE, "-o", "jsonpath={.status.readyReplicas}"])
+        ).trim() === "1"
+          ? true
+          : undefined,
+      ),
+    );
+    process.stderr.write(
+      `[offsiteServer] helm install to a Ready operator ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+    );
+    const pods = JSON.parse(
+      await inOperator(["get", "pods", "-l", `app.kubernetes.io/instance=${RELEASE}`, "-o", "json"]),
+    ) as {
+      items: {
+        metadata: { name: string };
+        spec: {
+          containers: {
+            image: string;
+            env?: { name: string }[];
+            readinessProbe?: { httpGet?: { path: string } };
+            livenessProbe?: { httpGet?: { path: string } };
+          }[];
+        };
+        status: { containerStatuses: { ready: boolean; restartCount: number }[] };
+      }[];
+    };
+    assert.equal(pods.items.length, 1);
+    const operatorPod = pods.items[0]!;
+    const container = operatorPod.spec.containers[0]!;
+    assert.equal(container.image, cluster!.images!.operator!.ref);
+    // Real HTTP probes decide readiness; no kubeconfig is given, so it runs in-cluster.
+    assert.equal(container.readinessProbe?.httpGet?.path, "/readyz");
+    assert.equal(container.livenessProbe?.httpGet?.path, "/healthz");
+    assert.ok(!container.env?.some((e) => e.name === "KUBECONFIG" || e.name === "OFFSITE_KUBECONFIG"));
+    assert.equal(operatorPod.status.containerStatuses[0]!.ready, true);
+    assert.equal(operatorPod.status.containerStatuses[0]!.restartCount, 0);
+    const holder = await eventually("the leader Lease held by the operator pod", async () => {
+      const out = await inOperator(["get", "lease", RELEASE, "-o", "jsonpath={.spec.holderIdentity}"]);
+      return out.trim() === operatorPod.metadata.name ? out.trim() : undefined;
+    });
+    assert.equal(holder, operatorPod.metadata.name);
+  });
+
+  it("the example OffsiteServer gives a receiver Running and Ready by its probe; Ready=True only then", async () => {
+    const started = performance.now();
+    await inSuite(["apply", "-f", join(ROOT, "crds", "examples", "offsiteserver.yaml")]);
+    const seen: string[] = [];
+    await withDiagnostics(cluster!.namespace, () =>
+      eventually(
+        "OffsiteServer Ready=True",
+        async () => {
+          const condition = await serverCondition(SERVER);
+          if (condition?.status !== "True") return undefined;
+          // Ready=True: the pod must be Ready by its probe at this point.
+          const p = await pod();
+          seen.push(`${condition.status}/${podReady(p)}`);
+          assert.ok(podReady(p), "OffsiteServer Ready=True while its pod is not Ready");
+          return true;
+        },
+        180_000,
+      ),
+    );
+    process.stderr.write(
+      `[offsiteServer] OffsiteServer applied to Ready ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+    );
+    const p = await pod();
+    assert.equal(p.status.phase, "Running");
+    assert.ok(p.status.containerStatuses?.[0]?.state.running, "the receiver container runs");
+    // The operator's --agent-image is the image imported here; without a pull policy in
+    // the pod spec, Kubernetes defaults a non-latest tag to IfNotPresent: no registry needed.
+    assert.equal(p.spec.containers[0]!.image, cluster!.images!.agent.ref);
+    assert.equal(p.spec.containers[0]!.imagePullPolicy, "IfNotPresent");
+    // The process in the container is the receiver, non-root.
+    const identity = await nodeInReceiver(
+      `process.stdout.write(process.getuid() + " " + require("node:fs").readFileSync("/proc/1/cmdline", "utf8").split("\\0").join(" "))`,
+    );
+    assert.match(identity, /^65532 .*agent\/main\.mjs receive /);
+    const endpointInStatus = JSON.parse(
+      await inSuite(["get", "offsiteserver", SERVER, "-o", "jsonpath={.status}"]),
+    ) as { endpoint?: string };
+    assert.equal(endpointInStatus.endpoint, endpoint());
+  });
+
+  it("offsite push from the host to the ClusterIP backs up a tree; restore gives it back byte for byte", async () => {
+    clusterIp = (await inSuite(["get", "service", SERVER, "-o", "jsonpath={.spec.clusterIP}"])).trim();
+    assert.match(clusterIp, /^198\.19\./);
+    // The status endpoint's name resolves, through cluster DNS, to the Service's ClusterIP:
+    // the CLI connects there (kube-proxy) and verifies the certificate by that name.
+    const resolver = new Resolver();
+    resolver.setServers([CLUSTER_DNS]);
+    assert.deepEqual(await resolver.resolve4(`${SERVER}.${cluster!.namespace}.svc.cluster.local`), [
+      clusterIp,
+    ]);
+
+    // A client certificate for one source, issued by the OffsiteServer's CA with the
+    // operator's own helper (as the BackupJob controller will).
+    const caSecret = JSON.parse(await inSuite(["get", "secret", `${SERVER}-ca`, "-o", "json"])) as V1Secret;
+    const ca = caFromSecret(caSecret);
+    assert.ok(ca, "the CA Secret holds tls.crt and tls.key");
+    const serverObject = JSON.parse(await inSuite(["get", "offsiteserver", SERVER, "-o", "json"])) as {
+      metadata: { uid: string };
+    };
+    const secret = await newSourceSecret(
+      { name: SERVER, namespace: cluster!.namespace, uid: serverObject.metadata.uid },
+      ca,
+      SITE,
+      SOURCE,
+      24 * 3600 * 1000,
+    );
+    sourceCerts = join(work, "source-certs");
+    mkdirSync(sourceCerts);
+    for (const [key, value] of Object.entries(secret.data!))
+      writeFileSync(join(sourceCerts, key), Buffer.from(value, "base64"), { mode: 0o600 });
+
+    mkdirSync(join(tree(), "db", "wal"), { recursive: true });
+    mkdirSync(join(tree(), "etc"), { recursive: true });
+    writeFileSync(join(tree(), "etc", "app.conf"), "listen = 0.0.0.0\n");
+    writeFileSync(join(tree(), "db", "base.bin"), randomBytes(3 * MiB));
+    for (let i = 0; i < 50; i++)
+      writeFileSync(join(tree(), "db", "wal", `${i}.log`), randomBytes(1000 + i * 97));
+    writeFileSync(join(tree(), "empty"), "");
+
+    const report = reportOf(await push());
+    assert.equal(report.outcome, "succeeded");
+    assert.equal(report.base, null);
+    assert.equal(report.files.sent, 53);
+    await restoreAndCompare("first");
+
+    // On the PVC, under <site>/<source>/versions/<version>.
+    const listed = JSON.parse(
+      await nodeInReceiver(
+        `const fs = require("node:fs"); const d = "/data/${SITE}/${SOURCE}/versions";
+         console.log(JSON.stringify({ versions: fs.readdirSync(d), conf: fs.readFileSync(d + "/${report.version}/tree/etc/app.conf", "utf8") }))`,
+      ),
+    ) as { versions: string[]; conf: string };
+    assert.ok(listed.versions.includes(report.version), JSON.stringify(listed.versions));
+    assert.equal(listed.conf, "listen = 0.0.0.0\n");
+    const onHost = readdirSync(join(await dataVolumePath(), SITE, SOURCE, "versions"));
+    assert.ok(onHost.includes(report.version), "the version is on the node's local volume");
+  });
+
+  it("the restart annotation restarts the receiver (a new pod, a new container start)", async () => {
+    const before = await pod();
+    const startedBefore = before.status.containerStatuses![0]!.state.running!.startedAt;
+    await inSuite([
+      "annotate",
+      "offsiteserver",
+      SERVER,
+      `offsite.dev/restart-at=${new Date().toISOString()}`,
+      "--overwrite",
+    ]);
+    const after = await waitReceiverReady(before.metadata.uid);
+    const startedAfter = after.status.containerStatuses![0]!.state.running!.startedAt;
+    assert.ok(Date.parse(startedAfter) > Date.parse(startedBefore), `${startedAfter} after ${startedBefore}`);
+    // The data is still there.
+    const report = reportOf(await pushWhenReachable());
+    assert.equal(report.files.sent, 0);
+  });
+
+  it("deleting the receiver pod keeps the data: the next push sends only the change", async () => {
+    const before = await pod();
+    await inSuite(["delete", "pod", POD, "--wait=true"]);
+    writeFileSync(join(tree(), "etc", "app.conf"), "listen = 198.18.0.1\n");
+    await waitReceiverReady(before.metadata.uid);
+    const report = reportOf(await pushWhenReachable());
+    assert.notEqual(report.base, null);
+    assert.equal(report.files.sent, 1);
+    assert.equal(report.files.unchanged, report.files.total - 1);
+    await restoreAndCompare("after-delete");
+  });
+
+  let restartsBeforeKill = -1;
+  it("kill -9 of the receiver process mid-push: the push fails, the kubelet restarts the container", async () => {
+    writeFileSync(join(tree(), "db", "large.bin"), randomBytes(384 * MiB));
+    const before = await pod();
+    restartsBeforeKill = before.status.containerStatuses![0]!.restartCount;
+    const containerId = (
+      await cluster!.node!.crictl([
+        "ps",
+        "-q",
+        "--name",
+        "^receiver$",
+        "--label",
+        `io.kubernetes.pod.namespace=${cluster!.namespace}`,
+        "--label",
+        `io.kubernetes.pod.name=${POD}`,
+      ])
+    ).stdout.trim();
+    assert.match(containerId, /^[0-9a-f]{64}$/);
+    const inspected = JSON.parse((await cluster!.node!.crictl(["inspect", containerId])).stdout) as {
+      info: { pid: number };
+    };
+    // The container's PID 1 as the host sees it: the receiver itself.
+    const pid = inspected.info.pid;
+    assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /receive/);
+
+    const partial = join(await dataVolumePath(), SITE, SOURCE, "staging", "partial", "data");
+    const interrupted = push();
+    const staged = await eventually(
+      "the large file partly staged",
+      async () => {
+        try {
+          const size = statSync(partial).size;
+          return size >= 32 * MiB ? size : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      60_000,
+      20,
+    );
+    process.kill(pid, "SIGKILL");
+    const killed = await interrupted;
+    assert.notEqual(killed.code, 0, `the push finished despite the kill: ${killed.stdout}`);
+    process.stderr.write(
+      `[offsiteServer] killed the receiver with ${(staged / MiB).toFixed(0)} MiB staged\n`,
+    );
+
+    const restarted = await eventually("the receiver container restarted and Ready", async () => {
+      const p = await pod();
+      const status = p.status.containerStatuses?.[0];
+      return status && status.restartCount > restartsBeforeKill && podReady(p) ? p : undefined;
+    });
+    assert.equal(restarted.metadata.uid, before.metadata.uid, "the same pod: the container was restarted");
+    await eventually(`OffsiteServer ${SERVER} Ready=True again`, async () =>
+      (await serverCondition(SERVER))?.status === "True" ? true : undefined,
+    );
+  });
+
+  it(
+    "the interrupted push resumes after the restart, and the restore verifies",
+    {
+      // The receiver stages the file in flight as staging/partial/data with mode 0444 and
+      // reopens it read-write to resume: EACCES for a receiver that is not root (65532,
+      // capabilities dropped, as the operator runs it), so every later push of that source
+      // fails until the staging is removed by hand. agent/receiver/largeFileAssembly.ts.
+      todo: "agent: a non-root receiver cannot reopen its staged partial file (EACCES)",
+    },
+    async () => {
+      assert.ok(restartsBeforeKill >= 0, "runs after the kill test");
+      const report = reportOf(await pushWhenReachable());
+      assert.equal(report.resumed, true, "the staged part was resumed");
+      assert.equal(report.files.sent, 1);
+      await restoreAndCompare("resumed");
+    },
+  );
+
+  it("a receiver image that refuses its arguments: Ready=False, CrashLoopBackOff, with its last words", async () => {
+    // The operator image's entrypoint is the operator: given `receive --root=...` it exits 2.
+    await inSuite(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: "offsite.dev/v1alpha1",
+        kind: "OffsiteServer",
+        metadata: { name: "broken" },
+        spec: { image: cluster!.images!.operator!.ref, storage: { size: "1Gi" } },
+      }),
+    );
+    const condition = await withDiagnostics(cluster!.namespace, () =>
+      eventually(
+        "OffsiteServer broken Ready=False reason CrashLoopBackOff",
+        async () => {
+          const ready = await serverCondition("broken");
+          assert.notEqual(ready?.status, "True", "a crash-looping receiver is never Ready");
+          return ready?.reason === "CrashLoopBackOff" ? ready : undefined;
+        },
+        120_000,
+      ),
+    );
+    assert.equal(condition.status, "False");
+    assert.match(condition.message ?? "", /exited with code 2/);
+    assert.match(condition.message ?? "", /Unexpected argument 'receive'/);
+    const phase = (
+      await inSuite(["get", "offsiteserver", "broken", "-o", "jsonpath={.status.phase}"])
+    ).trim();
+    assert.equal(phase, "Degraded");
+  });
+});

@@ -16,6 +16,7 @@ import { createHash, type Hash } from "node:crypto";
 import {
   closeSync,
   existsSync,
+  fchmodSync,
   fstatSync,
   ftruncateSync,
   mkdirSync,
@@ -139,7 +140,10 @@ export class LargeFileAssembly {
     }
     mkdirSync(this.dir, { recursive: true });
     writeOwnFile(this.stateFile, JSON.stringify({ path, mtime, mode, base: base ?? path }));
-    const fd = openSync(this.dataFile, resumeAt !== undefined ? OPEN.update : OPEN.write, STORED_FILE_MODE);
+    // The staged data stays writable by the receiver until End (a receiver that is not
+    // root could not reopen a 0444 file to resume it); End makes it read-only.
+    if (resumeAt !== undefined) makeWritable(this.dataFile);
+    const fd = openSync(this.dataFile, resumeAt !== undefined ? OPEN.update : OPEN.write, STAGED_DATA_MODE);
     const size = chunks.reduce((sum, [length]) => sum + length, 0);
     ftruncateSync(fd, size);
     const hash = createHash("sha256");
@@ -200,6 +204,7 @@ export class LargeFileAssembly {
     const partial = this.requirePartial("End");
     this.writeChunkGroup(partial);
     const actual = partial.hash.digest("hex");
+    fchmodSync(partial.fd, STORED_FILE_MODE);
     this.close();
     if (partial.size !== size || actual !== sha256) {
       this.remove();
@@ -318,6 +323,28 @@ function readBaseRange(partial: PartialFile, offset: number, length: number): Bu
 }
 
 /** Feeds bytes [offset, offset+length) of fd into hash; returns how many were read. */
+/** Staged data of a file in assembly: the receiver's to write, nobody else's. */
+const STAGED_DATA_MODE = 0o600;
+
+/**
+ * Gives the receiver write access to staged data again (data staged by an older receiver
+ * was 0444 from the start), through a descriptor so a link there is never followed.
+ */
+function makeWritable(path: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN.read);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  try {
+    fchmodSync(fd, STAGED_DATA_MODE);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function hashRange(fd: number, offset: number, length: number, hash: Hash): number {
   const buffer = Buffer.allocUnsafe(Math.min(length, 1 << 20));
   let done = 0;

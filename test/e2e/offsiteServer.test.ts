@@ -7,7 +7,7 @@
  * ClusterIP (through kube-proxy) with a client certificate from the server's CA and
  * restores byte for byte; the data is on the PVC under <site>/<source>/. Then restarts: the
  * restart annotation, SIGKILL of the receiver mid-push (the kubelet restarts it, the push
- * resumes — a todo while a non-root receiver cannot reopen its staged file), and a deleted
+ * resumes), and a deleted
  * pod (the data stays, the next push sends only the change). Last, an image that refuses
  * the receiver's args gives Ready=False with reason CrashLoopBackOff and its last words.
  *
@@ -556,14 +556,9 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
   });
 
   it(
+    // The receiver runs as 65532 with capabilities dropped, as the operator runs it: it must
+    // reopen the data it staged (this failed with EACCES while staged data was 0444).
     "the interrupted push resumes after the restart, and the restore verifies",
-    {
-      // The receiver stages the file in flight as staging/partial/data with mode 0444 and
-      // reopens it read-write to resume: EACCES for a receiver that is not root (65532,
-      // capabilities dropped, as the operator runs it), so every later push of that source
-      // fails until the staging is removed by hand. agent/receiver/largeFileAssembly.ts.
-      todo: "agent: a non-root receiver cannot reopen its staged partial file (EACCES)",
-    },
     async () => {
       assert.ok(restartsBeforeKill >= 0, "runs after the kill test");
       const report = reportOf(await pushWhenReachable());

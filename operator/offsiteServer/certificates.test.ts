@@ -22,7 +22,8 @@ describe("OffsiteServer certificates", () => {
     assert.equal(caSecret.metadata?.name, "vault-ca");
     assert.equal(caSecret.type, "kubernetes.io/tls");
     assert.deepEqual(caFromSecret(caSecret), ca);
-    const hosts = serverHosts("vault", "backups", "vault.example.com");
+    const hosts = serverHosts("vault", "backups", "vault.example.com", "198.19.4.7");
+    assert.deepEqual(serverHosts("vault", "backups", undefined, "None"), serverHosts("vault", "backups"));
     const serving = await newServingSecret(server, ca, hosts, 90 * DAY);
     assert.equal(serving.metadata?.name, "vault-tls");
     assert.equal(decode(serving.data?.["ca.crt"]), ca.certificatePem);
@@ -30,6 +31,8 @@ describe("OffsiteServer certificates", () => {
     for (const host of ["vault.backups.svc", "vault.backups.svc.cluster.local", "vault.example.com"]) {
       assert.ok(certificate.checkHost(host), host);
     }
+    // The Service's ClusterIP too, so `offsite push --to CLUSTER-IP:PORT` verifies.
+    assert.equal(certificate.checkIP("198.19.4.7"), "198.19.4.7");
     assert.ok(certificate.verify(new X509Certificate(ca.certificatePem).publicKey));
     assert.equal(serving.metadata?.ownerReferences?.[0]?.kind, "OffsiteServer");
   });

@@ -4,6 +4,7 @@
  * so the runtime maps a changed StatefulSet, Service, Secret or claim back to its server.
  */
 import { createHash } from "node:crypto";
+import { isIP } from "node:net";
 import type { V1OwnerReference } from "@kubernetes/client-node";
 import { API_VERSION } from "../../crds/definitions.ts";
 import { MANAGED_BY, MANAGED_BY_LABEL, ownerLabel, ownerReference } from "../runtime/ownership.ts";
@@ -49,8 +50,13 @@ export function offsiteServerSelector(name: string): Record<string, string> {
   return { [SERVER_LABEL]: name, "app.kubernetes.io/name": "offsite-receiver" };
 }
 
-/** The DNS names the receiver's certificate must carry. */
-export function serverHosts(name: string, namespace: string, externalAddress?: string): string[] {
+/** The names (and the ClusterIP) the receiver's certificate must carry. */
+export function serverHosts(
+  name: string,
+  namespace: string,
+  externalAddress?: string,
+  clusterIP?: string,
+): string[] {
   const hosts = [
     name,
     `${name}.${namespace}`,
@@ -58,5 +64,7 @@ export function serverHosts(name: string, namespace: string, externalAddress?: s
     `${name}.${namespace}.svc.cluster.local`,
   ];
   if (externalAddress) hosts.push(externalAddress);
+  // A headless Service has "None"; only a real address belongs in the certificate.
+  if (clusterIP && isIP(clusterIP)) hosts.push(clusterIP);
   return hosts;
 }

@@ -110,6 +110,10 @@ async function reconcileOffsiteServer(
   };
   const problems: SpecProblem[] = [];
 
+  // The Service first: its ClusterIP goes into the receiver's certificate, so sources (and
+  // a person at a node) can also reach it by address, as `offsite push --to IP:PORT`.
+  const service = await ctx.applier.apply(desiredService(identity, spec));
+
   // TLS: the server's CA, then its serving certificate.
   const readSecret = (secretName: string) =>
     readOptional(core.readNamespacedSecret({ name: secretName, namespace }));
@@ -125,7 +129,7 @@ async function reconcileOffsiteServer(
       `Created the CA in Secret ${names.caSecret}.`,
     );
   }
-  const hosts = serverHosts(name, namespace, spec.service.externalAddress);
+  const hosts = serverHosts(name, namespace, spec.service.externalAddress, service.spec?.clusterIP);
   const renewBeforeMs = durationToMs(spec.tls.renewBefore);
   let serving: V1Secret | undefined = await readSecret(names.serverTlsSecret);
   const renewal = servingCertificateRenewal(serving, ca, hosts, now, renewBeforeMs);
@@ -174,7 +178,6 @@ async function reconcileOffsiteServer(
     }
   }
 
-  const service = await ctx.applier.apply(desiredService(identity, spec));
   const previousRestart = server.status?.restartedAt;
   const statefulSet = await ctx.applier.apply(
     desiredStatefulSet({

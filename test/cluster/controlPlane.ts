@@ -473,6 +473,9 @@ export async function runKubectl(
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // kubectl may exit before it reads its input (a command that takes none, or a fast
+    // failure): its exit code and stderr tell the story, not an EPIPE on our side.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(input ?? "");
   });
 }

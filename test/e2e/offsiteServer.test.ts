@@ -35,6 +35,7 @@ import {
 import { binaryPath } from "../cluster/binaries.ts";
 import { caFromSecret, newSourceSecret } from "../../operator/offsiteServer/certificates.ts";
 import type { V1Secret } from "@kubernetes/client-node";
+import { eventually } from "./fixtures/polling.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 const CHART = join(ROOT, "helm", "offsite");
@@ -48,30 +49,6 @@ const PORT = 5722;
 const SITE = "e2e-site";
 const SOURCE = "e2e-source";
 const MiB = 1024 * 1024;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function eventually<T>(
-  what: string,
-  attempt: () => Promise<T | undefined>,
-  timeoutMs = 90_000,
-  intervalMs = 250,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: Error | undefined;
-  while (Date.now() < deadline) {
-    try {
-      const value = await attempt();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error instanceof Error ? error : new Error(String(error));
-    }
-    await sleep(intervalMs);
-  }
-  throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last.message}` : ""}`);
-}
 
 interface Finished {
   code: number | null;

@@ -20,33 +20,11 @@ import {
   usingExistingCluster,
   type TestCluster,
 } from "../cluster/testCluster.ts";
+import { eventually } from "./fixtures/polling.ts";
 
 const execFileAsync = promisify(execFile);
 const ROOT = join(import.meta.dirname, "..", "..");
 const RECEIVER_PORT = 5722;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function eventually<T>(
-  what: string,
-  attempt: () => Promise<T | undefined>,
-  timeoutMs = 90_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: Error | undefined;
-  while (Date.now() < deadline) {
-    try {
-      const value = await attempt();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error instanceof Error ? error : new Error(String(error));
-    }
-    await sleep(250);
-  }
-  throw new Error(`${what} did not happen in ${timeoutMs} ms${last ? `: ${last.message}` : ""}`);
-}
 
 // This suite is about our own node (its address, guard, teardown): on an existing cluster
 // (OFFSITE_TEST_CLUSTER=existing) there is none to test.

@@ -11,9 +11,9 @@
  * pod (the data stays, the next push sends only the change). Last, an image that refuses
  * the receiver's args gives Ready=False with reason CrashLoopBackOff and its last words.
  *
- * The host has no cluster DNS: fixtures/clusterDns.ts makes the CLI resolve `.svc` names
- * through CoreDNS, so it connects to the ClusterIP and verifies the receiver's certificate
- * by the name the operator issued it for (the certificate carries no ClusterIP).
+ * The host has no cluster DNS, so the CLI connects to the ClusterIP itself; the receiver's
+ * certificate names that address beside `<server>.<namespace>.svc`, so TLS verifies it.
+ * (Pods reach the same Service by name through CoreDNS: realNode.test.ts.)
  *
  * Our own node only: the host reaches ClusterIPs and kills container processes by PID,
  * which an existing cluster (kind) does not allow.
@@ -40,7 +40,6 @@ import { eventually } from "./fixtures/polling.ts";
 const ROOT = join(import.meta.dirname, "..", "..");
 const CHART = join(ROOT, "helm", "offsite");
 const CLI = join(ROOT, "agent", "main.mjs");
-const CLUSTER_DNS_HOOK = join(import.meta.dirname, "fixtures", "clusterDns.ts");
 const CLUSTER_DNS = "198.19.0.10";
 const RELEASE = "offsite";
 const SERVER = "vault"; // crds/examples/offsiteserver.yaml
@@ -184,10 +183,9 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     return ready;
   };
 
-  /** The real CLI on the host; `.svc` names resolve through CoreDNS to the ClusterIP. */
-  const offsite = (args: string[]) =>
-    run(process.execPath, ["--import", CLUSTER_DNS_HOOK, CLI, ...args], { OFFSITE_CLUSTER_DNS: CLUSTER_DNS });
-  const endpoint = () => `${SERVER}.${cluster!.namespace}.svc:${PORT}`;
+  /** The real CLI on the host, talking to the Service's ClusterIP (through kube-proxy). */
+  const offsite = (args: string[]) => run(process.execPath, [CLI, ...args]);
+  const endpoint = () => `${clusterIp}:${PORT}`;
   const push = () => offsite(["push", tree(), "--to", endpoint(), "--certs", sourceCerts, "--json"]);
   const reportOf = (finished: Finished) => {
     assert.equal(finished.code, 0, `offsite exited ${finished.code}: ${finished.stderr}`);
@@ -383,14 +381,14 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     const endpointInStatus = JSON.parse(
       await inSuite(["get", "offsiteserver", SERVER, "-o", "jsonpath={.status}"]),
     ) as { endpoint?: string };
-    assert.equal(endpointInStatus.endpoint, endpoint());
+    assert.equal(endpointInStatus.endpoint, `${SERVER}.${cluster!.namespace}.svc:${PORT}`);
   });
 
   it("offsite push from the host to the ClusterIP backs up a tree; restore gives it back byte for byte", async () => {
     clusterIp = (await inSuite(["get", "service", SERVER, "-o", "jsonpath={.spec.clusterIP}"])).trim();
     assert.match(clusterIp, /^198\.19\./);
-    // The status endpoint's name resolves, through cluster DNS, to the Service's ClusterIP:
-    // the CLI connects there (kube-proxy) and verifies the certificate by that name.
+    // The status endpoint's name resolves, through cluster DNS, to the same ClusterIP the
+    // CLI connects to (kube-proxy); the certificate names both.
     const resolver = new Resolver();
     resolver.setServers([CLUSTER_DNS]);
     assert.deepEqual(await resolver.resolve4(`${SERVER}.${cluster!.namespace}.svc.cluster.local`), [

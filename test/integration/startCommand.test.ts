@@ -6,49 +6,21 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runKubectl } from "../cluster/controlPlane.ts";
 import { usingExistingCluster } from "../cluster/testCluster.ts";
+import { runStartCommand } from "../fixtures/startCommand.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
-function waitForOutput(child: ReturnType<typeof spawn>, pattern: RegExp, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(
-      () => reject(new Error(`no ${pattern} after ${timeoutMs} ms:\n${output}`)),
-      timeoutMs,
-    );
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      if (pattern.test(output)) {
-        clearTimeout(timer);
-        resolve(output);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited with ${code} before ${pattern}:\n${output}`));
-    });
-  });
-}
-
 describe("npm start", { skip: usingExistingCluster() && "starts a local control plane of its own" }, () => {
   it("serves the API with the examples until Ctrl-C, and the suites run against it as an existing cluster", async () => {
-    const state = mkdtempSync(join(tmpdir(), "offsite-start-"));
+    // kwok's node here (API behaviour); test/e2e/startCommand.test.ts runs it on the real node.
+    const start = runStartCommand(["--node", "kwok"]);
     const { NODE_TEST_CONTEXT: _context, ...env } = process.env;
-    const start = spawn(process.execPath, ["scripts/start.ts"], {
-      cwd: ROOT,
-      env: { ...env, OFFSITE_STATE_DIR: state },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
     try {
-      const output = await waitForOutput(start, /runs until Ctrl-C/, 180_000);
-      const kubeconfig = join(state, "kubeconfig");
+      const output = await start.waitFor(/runs until Ctrl-C/, 180_000);
+      const kubeconfig = join(start.stateDir, "kubeconfig");
       assert.match(output, new RegExp(`export KUBECONFIG=${kubeconfig}`));
       assert.match(output, /offsiteserver\.offsite\.dev\/vault/);
       assert.match(output, /backupjob\.offsite\.dev\/cms-uploads-nightly/);
@@ -91,22 +63,15 @@ describe("npm start", { skip: usingExistingCluster() && "starts a local control 
       assert.match(suiteOutput, new RegExp(`ℹ pass ${tests}\n`));
       assert.match(suiteOutput, /ℹ fail 0/);
 
-      const stopped = new Promise<number | null>((resolve) => start.on("exit", resolve));
-      start.kill("SIGINT");
-      assert.equal(await stopped, 130, "npm start stops on Ctrl-C with the shell's code for SIGINT");
+      assert.equal(
+        await start.interrupt(),
+        130,
+        "npm start stops on Ctrl-C with the shell's code for SIGINT",
+      );
       const after = await runKubectl(kubeconfig, ["get", "ns", "--request-timeout=2s"]);
       assert.notEqual(after.code, 0, "the control plane is gone after Ctrl-C");
     } finally {
-      // A failed assertion leaves npm start running: stop it as Ctrl-C does, so it stops its
-      // control plane (SIGKILL alone would orphan etcd, kube-apiserver and the rest).
-      if (start.exitCode === null && start.signalCode === null) {
-        const exited = new Promise((resolve) => start.once("exit", resolve));
-        start.kill("SIGINT");
-        const timer = setTimeout(() => start.kill("SIGKILL"), 60_000);
-        await exited;
-        clearTimeout(timer);
-      }
-      rmSync(state, { recursive: true, force: true });
+      await start.dispose();
     }
   });
 });

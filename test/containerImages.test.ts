@@ -5,7 +5,7 @@ import { it } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { imageFromDockerfile } from "./cluster/images/images.ts";
+import { imageFromDockerfile, webAppImage } from "./cluster/images/images.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 
@@ -73,3 +73,19 @@ for (const [dockerfilePath, repository] of [
     }
   });
 }
+
+it("the test web app's image (test/webApp/Dockerfile, its own build context) runs server.ts as non-root", () => {
+  const image = webAppImage();
+  assert.deepEqual(image.config.Entrypoint, ["/nodejs/bin/node", "server.ts"]);
+  assert.equal(image.config.User, "65532:65532");
+  assert.equal(image.config.WorkingDir, "/app");
+  assert.ok(
+    image.entries.some(
+      (entry) =>
+        "source" in entry &&
+        entry.path === "app/server.ts" &&
+        entry.source === join(ROOT, "test/webApp/server.ts"),
+    ),
+    "server.ts is copied from the context test/webApp/",
+  );
+});

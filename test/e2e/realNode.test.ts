@@ -3,7 +3,8 @@
  * the agent image built here. Proves the node becomes Ready, a receiver pod runs the real
  * `offsite receive` and is Ready by a real probe, its ClusterIP Service answers through
  * kube-proxy from the host and from another pod, cluster DNS resolves it by name, a
- * PVC binds to a local volume whose data outlives the pod, and stopping leaves nothing.
+ * PVC binds to a local volume whose data outlives the pod, the test web app (test/webApp/)
+ * serves uploads through its ClusterIP, and stopping leaves nothing.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -316,6 +317,84 @@ describe("real node", { skip }, () => {
       `process.stdout.write(require("node:fs").readFileSync("/data/marker", "utf8"))`,
     );
     assert.equal(read, "kept");
+  });
+
+  it("runs the test web app: Ready by its HTTP probe, files stored through its ClusterIP outlive its pod", async () => {
+    await apply({
+      apiVersion: "v1",
+      kind: "PersistentVolumeClaim",
+      metadata: { name: "webapp-data" },
+      spec: { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } } },
+    });
+    await apply({
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "webapp" },
+      spec: {
+        replicas: 1,
+        strategy: { type: "Recreate" },
+        selector: { matchLabels: { app: "webapp" } },
+        template: {
+          metadata: { labels: { app: "webapp" } },
+          spec: {
+            terminationGracePeriodSeconds: 5,
+            securityContext: { runAsNonRoot: true, fsGroup: 65532 },
+            containers: [
+              {
+                name: "webapp",
+                image: cluster!.images!.webApp.ref,
+                imagePullPolicy: "Never",
+                env: [{ name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }],
+                ports: [{ containerPort: 8080, name: "http" }],
+                readinessProbe: { httpGet: { path: "/healthz", port: "http" }, periodSeconds: 1 },
+                livenessProbe: { httpGet: { path: "/healthz", port: "http" }, periodSeconds: 5 },
+                securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false },
+                volumeMounts: [{ name: "data", mountPath: "/data" }],
+              },
+            ],
+            volumes: [{ name: "data", persistentVolumeClaim: { claimName: "webapp-data" } }],
+          },
+        },
+      },
+    });
+    await apply({
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { name: "webapp" },
+      spec: { selector: { app: "webapp" }, ports: [{ port: 80, targetPort: "http" }] },
+    });
+    const ip = (await kubectl(["get", "service", "webapp", "-o", "jsonpath={.spec.clusterIP}"])).trim();
+    assert.match(ip, /^198\.19\./);
+    const podName = async () =>
+      (await kubectl(["get", "pods", "-l", "app=webapp", "-o", "jsonpath={.items[0].metadata.name}"])).trim();
+    /** GET / through the ClusterIP once the Service routes to a Ready pod named `pod`. */
+    const whoAnswers = (pod: string) =>
+      eventually(`the web app ${pod} answering on ${ip}`, async () => {
+        const response = await fetch(`http://${ip}/`, { signal: AbortSignal.timeout(3000) }).catch(
+          () => undefined,
+        );
+        if (!response?.ok) return undefined;
+        const body = (await response.json()) as { pod: string; files: number };
+        return body.pod === pod ? body : undefined;
+      });
+    const first = await podName();
+    assert.deepEqual(await whoAnswers(first), { pod: first, files: 0 });
+
+    const upload = Buffer.from(randomUUID().repeat(1000));
+    const stored = await fetch(`http://${ip}/files/photo.jpg`, { method: "PUT", body: upload });
+    assert.equal(stored.status, 201);
+    const refused = await fetch(`http://${ip}/files/..%2Fescape`, { method: "PUT", body: "x" });
+    assert.equal(refused.status, 404, "a name with a slash is refused");
+
+    await kubectl(["delete", "pod", first, "--wait=true"]);
+    const second = await eventually("a new web app pod", async () => {
+      const name = await podName();
+      return name && name !== first ? name : undefined;
+    });
+    assert.deepEqual(await whoAnswers(second), { pod: second, files: 1 });
+    const served = await fetch(`http://${ip}/files/photo.jpg`);
+    assert.ok(Buffer.from(await served.arrayBuffer()).equals(upload), "the upload outlived its pod");
+    assert.equal(await (await fetch(`http://${ip}/files`)).text(), "photo.jpg\n");
   });
 
   it("stops without leaving a process, mount, netns, link, chain or cgroup behind", async () => {

@@ -10,7 +10,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { parseArgs } from "node:util";
-import { imageFromDockerfile, pauseImage } from "./images.ts";
+import { imageFromDockerfile, pauseImage, webAppImage } from "./images.ts";
 import { buildImage } from "./ociImage.ts";
 
 const { values } = parseArgs({ options: { "kind-cluster": { type: "string" } } });
@@ -18,6 +18,7 @@ const images = [
   buildImage(pauseImage()),
   buildImage(imageFromDockerfile("agent.Dockerfile", "offsite.local/agent")),
   buildImage(imageFromDockerfile("operator/Dockerfile", "offsite.local/operator")),
+  buildImage(webAppImage()),
 ];
 for (const image of images) {
   process.stdout.write(`${image.ref} ${image.archive}\n`);

@@ -141,8 +141,15 @@ function posixJoin(base: string, path: string): string {
   return join(base, path).replace(/^\/+/, "");
 }
 
-/** Translates the final stage of a Dockerfile (in the repository root's context) into an image. */
-export function imageFromDockerfile(dockerfilePath: string, repository: string): ImageDefinition {
+/**
+ * Translates the final stage of a Dockerfile into an image. Both paths are relative to the
+ * repository root; `context` is the build context (`docker build -f FILE CONTEXT`).
+ */
+export function imageFromDockerfile(
+  dockerfilePath: string,
+  repository: string,
+  context = ".",
+): ImageDefinition {
   const text = readFileSync(join(REPO_ROOT, dockerfilePath), "utf8");
   const lines = text
     .replace(/\\\n/g, " ")
@@ -161,7 +168,8 @@ export function imageFromDockerfile(dockerfilePath: string, repository: string):
     .map((stage) => /^FROM\s+\S+\s+AS\s+(\S+)/i.exec(stage[0]!)?.[1])
     .filter((name): name is string => name !== undefined);
 
-  const ignored = dockerignoreMatcher(REPO_ROOT);
+  const contextDir = join(REPO_ROOT, context);
+  const ignored = dockerignoreMatcher(contextDir);
   const entries: RootfsEntry[] = [];
   const config: ImageConfig = {};
   let workdir = "/";
@@ -202,7 +210,7 @@ export function imageFromDockerfile(dockerfilePath: string, repository: string):
           break;
         }
         for (const source of sources) {
-          const absolute = join(REPO_ROOT, source);
+          const absolute = join(contextDir, source);
           if (statSync(absolute).isDirectory()) {
             // Docker copies a directory's contents into the destination.
             entries.push({
@@ -253,10 +261,16 @@ export function imageFromDockerfile(dockerfilePath: string, repository: string):
   return { repository, entries, config };
 }
 
+export function webAppImage(): ImageDefinition {
+  return imageFromDockerfile("test/webApp/Dockerfile", "offsite.local/webapp", "test/webApp");
+}
+
 export interface NodeImages {
   pause: BuiltImage;
   agent: BuiltImage;
   coredns: BuiltImage;
+  /** The test web application (test/webApp/): live data for replication and failover. */
+  webApp: BuiltImage;
   /** Built only on request (RealNodeOptions.operatorImage). */
   operator?: BuiltImage;
 }
@@ -267,6 +281,7 @@ export function buildNodeImages(corednsBinary: string, withOperator = false): No
     pause: buildImage(pauseImage()),
     agent: buildImage(imageFromDockerfile("agent.Dockerfile", "offsite.local/agent")),
     coredns: buildImage(corednsImage(corednsBinary)),
+    webApp: buildImage(webAppImage()),
     ...(withOperator
       ? { operator: buildImage(imageFromDockerfile("operator/Dockerfile", "offsite.local/operator")) }
       : {}),

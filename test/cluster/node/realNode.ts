@@ -364,8 +364,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
    * earlier inputs (containerd's GC then drops their content and snapshots).
    */
   private async importImages(): Promise<void> {
-    const { pause, agent, operator, coredns } = this.images;
-    const images: BuiltImage[] = [pause, agent, coredns, ...(operator ? [operator] : [])];
+    const { pause, agent, operator, coredns, webApp } = this.images;
+    const images: BuiltImage[] = [pause, agent, coredns, webApp, ...(operator ? [operator] : [])];
     const listed = await this.ctr(["images", "ls", "-q"]);
     const present = new Set(listed.stdout.split("\n").map((line) => line.trim()));
     const wanted = new Set(images.map((image) => image.ref));

@@ -74,6 +74,10 @@ const identityFlags = {
   source: flags.guid(
     "Source GUID; the client certificate's CN when absent (for a local DIR: derived from SRC).",
   ),
+  tlsServerName: flags.text(
+    "Verify the receiver's certificate for this name instead of HOST (through a tunnel or kubectl port-forward).",
+    { placeholder: "NAME" },
+  ),
 };
 
 /** What a sending job selects; filters run on the agent, so filtered data never leaves. */

@@ -262,10 +262,19 @@ interface Target {
 /** A receiver address with --certs, or a local directory served in-process. */
 async function resolveTarget(
   value: string,
-  values: { certs?: string | undefined; site?: string | undefined; source?: string | undefined },
+  values: {
+    certs?: string | undefined;
+    site?: string | undefined;
+    source?: string | undefined;
+    tlsServerName?: string | undefined;
+  },
   derivedSource: string | undefined,
 ): Promise<Target> {
   if (isLocalDirectory(value)) {
+    if (values.tlsServerName)
+      throw new UsageError(
+        `--tls-server-name is for a receiver's HOST:PORT, and ${value} is a local directory`,
+      );
     const { openLocalStore } = await import("./localStore.ts");
     const store = await openLocalStore(value);
     let source = values.source ?? derivedSource;
@@ -297,7 +306,12 @@ async function resolveTarget(
   const source = values.source ?? identity.source;
   if (!site || !source)
     throw new UsageError("no --site/--source given and the client certificate names none (O, CN)");
-  return { endpoint: { ...parseEndpoint(value), credentials }, site, source, close: () => Promise.resolve() };
+  return {
+    endpoint: { ...parseEndpoint(value), credentials, serverName: values.tlsServerName },
+    site,
+    source,
+    close: () => Promise.resolve(),
+  };
 }
 
 try {

@@ -18,6 +18,8 @@ export interface Endpoint {
   host: string;
   port: number;
   credentials: TlsCredentials;
+  /** The name the receiver's certificate must carry, when it is not `host` (a tunnel). */
+  serverName?: string | undefined;
 }
 
 export interface SessionRequest {
@@ -76,7 +78,7 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
   const socket = connect({
     host: endpoint.host,
     port: endpoint.port,
-    ...clientTlsOptions(endpoint.credentials, endpoint.host),
+    ...clientTlsOptions(endpoint.credentials, endpoint.serverName ?? endpoint.host),
   });
   const connectMs = Math.min(CONNECT_TIMEOUT_MS, idleTimeoutMs);
   await new Promise<void>((resolve, reject) => {

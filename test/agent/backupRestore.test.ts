@@ -330,3 +330,56 @@ describe("offsite with a local directory (the embedded default)", () => {
     }
   });
 });
+
+describe("offsite through a tunnel (kubectl port-forward, ssh -L)", () => {
+  it("--tls-server-name verifies the receiver's certificate by its name, not the tunnel's address", async () => {
+    const work = mkdtempSync(join(tmpdir(), "offsite-tunnel-"));
+    const made = await runOffsite([
+      "certs",
+      "--out",
+      join(work, "certs"),
+      "--host",
+      "vault.backup.example",
+      "--site",
+      SITE,
+      "--source",
+      SOURCE,
+      "--json",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const receiver = await startReceiverProcess(join(work, "root"), join(work, "certs", "receiver"));
+    try {
+      const source = join(work, "source");
+      mkdirSync(source);
+      writeFileSync(join(source, "a.txt"), "through the tunnel\n");
+      const push = (...extra: string[]) =>
+        runOffsite([
+          "push",
+          source,
+          "--to",
+          `127.0.0.1:${receiver.port}`,
+          "--certs",
+          join(work, "certs", `source-${SOURCE}`),
+          "--json",
+          ...extra,
+        ]);
+      // The certificate names vault.backup.example only: 127.0.0.1 is refused...
+      const refused = await push();
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /127\.0\.0\.1|IP/);
+      const wrongName = await push("--tls-server-name", "other.backup.example");
+      assert.equal(wrongName.code, 1);
+      assert.match(wrongName.stderr, /other\.backup\.example/);
+      // ...and accepted by the name it was issued for.
+      const accepted = await push("--tls-server-name", "vault.backup.example");
+      assert.equal(accepted.code, 0, accepted.stderr);
+      assert.equal(reportOf<{ outcome: string }>(accepted).outcome, "succeeded");
+      const local = await runOffsite(["push", source, "--to", join(work, "local"), "--tls-server-name", "x"]);
+      assert.equal(local.code, 2);
+      assert.match(local.stderr, /--tls-server-name is for a receiver's HOST:PORT/);
+    } finally {
+      await receiver.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { installCrds } from "../../crds/install.ts";
 import { ControlPlane, runKubectl, type ControlPlaneOptions } from "./controlPlane.ts";
-import type { NodeImages } from "./images/images.ts";
+import { buildWorkloadImages, type WorkloadImages } from "./images/images.ts";
 import { RealNode } from "./node/realNode.ts";
 
 export interface TestClusterOptions extends ControlPlaneOptions {
@@ -36,8 +36,12 @@ export interface TestCluster {
   readonly controlPlane: ControlPlane | undefined;
   /** The real node (`node: "real"`), when the suite started one. */
   readonly node: RealNode | undefined;
-  /** The images built here and imported into the real node (refs for pod specs). */
-  readonly images: NodeImages | undefined;
+  /**
+   * The images built here, for pod specs: imported into our real node, or, on an existing
+   * cluster, built on first use and expected there already (test/cluster/images/build.ts
+   * --kind-cluster loads them). Undefined on a kwok plane.
+   */
+  readonly images: WorkloadImages | undefined;
   kubectl(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /**
    * A kubeconfig that authenticates as ServiceAccount `name` in the suite's namespace
@@ -76,13 +80,17 @@ export async function startTestCluster(
     if (options.crds !== false) await installCrds(kc);
     const namespace = `offsite-test-${randomBytes(4).toString("hex")}`;
     await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: namespace } } });
+    let existingImages: WorkloadImages | undefined;
     return {
       kc,
       kubeconfigPath,
       namespace,
       controlPlane,
       node: controlPlane?.node,
-      images: controlPlane?.node?.images,
+      get images() {
+        if (controlPlane) return controlPlane.node?.images;
+        return (existingImages ??= buildWorkloadImages());
+      },
       kubectl: (args, input) => runKubectl(kubeconfigPath, args, input),
       serviceAccountKubeconfig: (name) => serviceAccountKubeconfig(kc, kubeconfigPath, namespace, name),
       async stop() {

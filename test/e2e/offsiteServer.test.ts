@@ -15,8 +15,10 @@
  * certificate names that address beside `<server>.<namespace>.svc`, so TLS verifies it.
  * (Pods reach the same Service by name through CoreDNS: realNode.test.ts.)
  *
- * Our own node only: the host reaches ClusterIPs and kills container processes by PID,
- * which an existing cluster (kind) does not allow.
+ * On an existing cluster (OFFSITE_TEST_CLUSTER=existing, kind) the same suite runs with
+ * the images test/cluster/images/build.ts loaded there; the host reaches the receiver
+ * through `kubectl port-forward` instead of the ClusterIP, and the kill -9 tests, which
+ * need the node's runtime, are skipped (existingCluster.test.ts runs it that way here).
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -36,11 +38,14 @@ import { binaryPath } from "../cluster/binaries.ts";
 import { caFromSecret, newSourceSecret } from "../../operator/offsiteServer/certificates.ts";
 import type { V1Secret } from "@kubernetes/client-node";
 import { eventually } from "./fixtures/polling.ts";
+import { portForward, type PortForward } from "./fixtures/portForward.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 const CHART = join(ROOT, "helm", "offsite");
 const CLI = join(ROOT, "agent", "main.mjs");
 const CLUSTER_DNS = "198.19.0.10";
+/** Where the receiver's address goes in a CLI command (offsite() fills it in). */
+const TARGET = "<receiver>";
 const RELEASE = "offsite";
 const SERVER = "vault"; // crds/examples/offsiteserver.yaml
 const POD = `${SERVER}-0`;
@@ -120,9 +125,12 @@ interface Condition {
   message?: string;
 }
 
-const skip = usingExistingCluster()
-  ? "pushes to a ClusterIP from the host and kills container processes of the harness's own node"
-  : realNodeUnavailable();
+const skip = realNodeUnavailable();
+/** Our own node: the host reaches ClusterIPs and the node's processes. Not kind's. */
+const ownNode = !usingExistingCluster();
+const ownNodeOnly = ownNode
+  ? undefined
+  : "kills a container process through the node's runtime, which only our own node exposes";
 
 describe("OffsiteServer on the real node, operator installed by helm", { skip }, () => {
   let cluster: (TestCluster & { stop(): Promise<void> }) | undefined;
@@ -146,7 +154,7 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     return { repository: ref.slice(0, at), tag: ref.slice(at + 1) };
   };
   const helmImageArgs = () => {
-    const operator = splitRef(cluster!.images!.operator!.ref);
+    const operator = splitRef(cluster!.images!.operator.ref);
     const agent = splitRef(cluster!.images!.agent.ref);
     return [
       "--set",
@@ -183,10 +191,30 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     return ready;
   };
 
-  /** The real CLI on the host, talking to the Service's ClusterIP (through kube-proxy). */
-  const offsite = (args: string[]) => run(process.execPath, [CLI, ...args]);
-  const endpoint = () => `${clusterIp}:${PORT}`;
-  const push = () => offsite(["push", tree(), "--to", endpoint(), "--certs", sourceCerts, "--json"]);
+  /**
+   * The real CLI on the host, talking to the receiver: on our node through the Service's
+   * ClusterIP (kube-proxy); on an existing cluster (kind), whose ClusterIPs the host cannot
+   * reach, through `kubectl port-forward` to the Service, verifying the receiver's
+   * certificate by the Service's name. `args` holds `TARGET` where the address goes.
+   */
+  const offsite = async (args: string[]): Promise<Finished> => {
+    if (ownNode)
+      return run(process.execPath, [CLI, ...args.map((a) => (a === TARGET ? `${clusterIp}:${PORT}` : a))]);
+    let forward: PortForward;
+    try {
+      forward = await portForward(cluster!.kubeconfigPath, cluster!.namespace, SERVER, PORT);
+    } catch (error) {
+      return { code: 1, stdout: "", stderr: `cannot connect: ${(error as Error).message}` };
+    }
+    try {
+      const withAddress = args.map((a) => (a === TARGET ? forward.address : a));
+      return await run(process.execPath, [CLI, ...withAddress, "--tls-server-name", serviceName()]);
+    } finally {
+      forward.stop();
+    }
+  };
+  const serviceName = () => `${SERVER}.${cluster!.namespace}.svc`;
+  const push = () => offsite(["push", tree(), "--to", TARGET, "--certs", sourceCerts, "--json"]);
   const reportOf = (finished: Finished) => {
     assert.equal(finished.code, 0, `offsite exited ${finished.code}: ${finished.stderr}`);
     return JSON.parse(finished.stdout.trim().split("\n").at(-1)!) as PushReport;
@@ -205,7 +233,7 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     );
   const restoreAndCompare = async (label: string) => {
     const into = join(work, `restored-${label}`);
-    const restored = await offsite(["restore", "--from", endpoint(), "--certs", sourceCerts, "--json", into]);
+    const restored = await offsite(["restore", "--from", TARGET, "--certs", sourceCerts, "--json", into]);
     assert.equal(restored.code, 0, restored.stderr);
     assertSameTree(into, tree());
     rmSync(into, { recursive: true, force: true });
@@ -256,7 +284,7 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     cluster = await startTestCluster({
       node: "real",
       crds: false,
-      realNode: { operatorImage: true, volumes: 2 },
+      realNode: { volumes: 2 },
     });
     const seconds = (performance.now() - suiteStarted) / 1000;
     process.stderr.write(
@@ -267,6 +295,13 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
   });
 
   after(async () => {
+    if (cluster && !ownNode) {
+      // An existing cluster outlives the suite: the OffsiteServers go while the operator
+      // still runs (it removes their finalizers), then the release and its namespace.
+      await cluster.kubectl(["-n", cluster.namespace, "delete", "offsiteservers", "--all", "--timeout=120s"]);
+      await helm(["uninstall", RELEASE, "-n", operatorNamespace, "--wait", "--timeout=120s"]);
+      await cluster.kubectl(["delete", "namespace", operatorNamespace, "--wait=false"]);
+    }
     await cluster?.stop();
     if (work) rmSync(work, { recursive: true, force: true });
     process.stderr.write(
@@ -330,7 +365,7 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     assert.equal(pods.items.length, 1);
     const operatorPod = pods.items[0]!;
     const container = operatorPod.spec.containers[0]!;
-    assert.equal(container.image, cluster!.images!.operator!.ref);
+    assert.equal(container.image, cluster!.images!.operator.ref);
     // Real HTTP probes decide readiness; no kubeconfig is given, so it runs in-cluster.
     assert.equal(container.readinessProbe?.httpGet?.path, "/readyz");
     assert.equal(container.livenessProbe?.httpGet?.path, "/healthz");
@@ -381,19 +416,19 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     const endpointInStatus = JSON.parse(
       await inSuite(["get", "offsiteserver", SERVER, "-o", "jsonpath={.status}"]),
     ) as { endpoint?: string };
-    assert.equal(endpointInStatus.endpoint, `${SERVER}.${cluster!.namespace}.svc:${PORT}`);
+    assert.equal(endpointInStatus.endpoint, `${serviceName()}:${PORT}`);
   });
 
-  it("offsite push from the host to the ClusterIP backs up a tree; restore gives it back byte for byte", async () => {
+  it("offsite push from the host to the Service (its ClusterIP; port-forward on kind) backs up a tree; restore gives it back byte for byte", async () => {
     clusterIp = (await inSuite(["get", "service", SERVER, "-o", "jsonpath={.spec.clusterIP}"])).trim();
-    assert.match(clusterIp, /^198\.19\./);
-    // The status endpoint's name resolves, through cluster DNS, to the same ClusterIP the
-    // CLI connects to (kube-proxy); the certificate names both.
-    const resolver = new Resolver();
-    resolver.setServers([CLUSTER_DNS]);
-    assert.deepEqual(await resolver.resolve4(`${SERVER}.${cluster!.namespace}.svc.cluster.local`), [
-      clusterIp,
-    ]);
+    if (ownNode) {
+      assert.match(clusterIp, /^198\.19\./);
+      // The status endpoint's name resolves, through cluster DNS, to the same ClusterIP the
+      // CLI connects to (kube-proxy); the certificate names both.
+      const resolver = new Resolver();
+      resolver.setServers([CLUSTER_DNS]);
+      assert.deepEqual(await resolver.resolve4(`${serviceName()}.cluster.local`), [clusterIp]);
+    }
 
     // A client certificate for one source, issued by the OffsiteServer's CA with the
     // operator's own helper (as the BackupJob controller will).
@@ -438,8 +473,10 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     ) as { versions: string[]; conf: string };
     assert.ok(listed.versions.includes(report.version), JSON.stringify(listed.versions));
     assert.equal(listed.conf, "listen = 0.0.0.0\n");
-    const onHost = readdirSync(join(await dataVolumePath(), SITE, SOURCE, "versions"));
-    assert.ok(onHost.includes(report.version), "the version is on the node's local volume");
+    if (ownNode) {
+      const onHost = readdirSync(join(await dataVolumePath(), SITE, SOURCE, "versions"));
+      assert.ok(onHost.includes(report.version), "the version is on the node's local volume");
+    }
   });
 
   it("the restart annotation restarts the receiver (a new pod, a new container start)", async () => {
@@ -473,67 +510,72 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
   });
 
   let restartsBeforeKill = -1;
-  it("kill -9 of the receiver process mid-push: the push fails, the kubelet restarts the container", async () => {
-    writeFileSync(join(tree(), "db", "large.bin"), randomBytes(384 * MiB));
-    const before = await pod();
-    restartsBeforeKill = before.status.containerStatuses![0]!.restartCount;
-    const containerId = (
-      await cluster!.node!.crictl([
-        "ps",
-        "-q",
-        "--name",
-        "^receiver$",
-        "--label",
-        `io.kubernetes.pod.namespace=${cluster!.namespace}`,
-        "--label",
-        `io.kubernetes.pod.name=${POD}`,
-      ])
-    ).stdout.trim();
-    assert.match(containerId, /^[0-9a-f]{64}$/);
-    const inspected = JSON.parse((await cluster!.node!.crictl(["inspect", containerId])).stdout) as {
-      info: { pid: number };
-    };
-    // The container's PID 1 as the host sees it: the receiver itself.
-    const pid = inspected.info.pid;
-    assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /receive/);
+  it(
+    "kill -9 of the receiver process mid-push: the push fails, the kubelet restarts the container",
+    { skip: ownNodeOnly },
+    async () => {
+      writeFileSync(join(tree(), "db", "large.bin"), randomBytes(384 * MiB));
+      const before = await pod();
+      restartsBeforeKill = before.status.containerStatuses![0]!.restartCount;
+      const containerId = (
+        await cluster!.node!.crictl([
+          "ps",
+          "-q",
+          "--name",
+          "^receiver$",
+          "--label",
+          `io.kubernetes.pod.namespace=${cluster!.namespace}`,
+          "--label",
+          `io.kubernetes.pod.name=${POD}`,
+        ])
+      ).stdout.trim();
+      assert.match(containerId, /^[0-9a-f]{64}$/);
+      const inspected = JSON.parse((await cluster!.node!.crictl(["inspect", containerId])).stdout) as {
+        info: { pid: number };
+      };
+      // The container's PID 1 as the host sees it: the receiver itself.
+      const pid = inspected.info.pid;
+      assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /receive/);
 
-    const partial = join(await dataVolumePath(), SITE, SOURCE, "staging", "partial", "data");
-    const interrupted = push();
-    const staged = await eventually(
-      "the large file partly staged",
-      async () => {
-        try {
-          const size = statSync(partial).size;
-          return size >= 32 * MiB ? size : undefined;
-        } catch {
-          return undefined;
-        }
-      },
-      60_000,
-      20,
-    );
-    process.kill(pid, "SIGKILL");
-    const killed = await interrupted;
-    assert.notEqual(killed.code, 0, `the push finished despite the kill: ${killed.stdout}`);
-    process.stderr.write(
-      `[offsiteServer] killed the receiver with ${(staged / MiB).toFixed(0)} MiB staged\n`,
-    );
+      const partial = join(await dataVolumePath(), SITE, SOURCE, "staging", "partial", "data");
+      const interrupted = push();
+      const staged = await eventually(
+        "the large file partly staged",
+        async () => {
+          try {
+            const size = statSync(partial).size;
+            return size >= 32 * MiB ? size : undefined;
+          } catch {
+            return undefined;
+          }
+        },
+        60_000,
+        20,
+      );
+      process.kill(pid, "SIGKILL");
+      const killed = await interrupted;
+      assert.notEqual(killed.code, 0, `the push finished despite the kill: ${killed.stdout}`);
+      process.stderr.write(
+        `[offsiteServer] killed the receiver with ${(staged / MiB).toFixed(0)} MiB staged\n`,
+      );
 
-    const restarted = await eventually("the receiver container restarted and Ready", async () => {
-      const p = await pod();
-      const status = p.status.containerStatuses?.[0];
-      return status && status.restartCount > restartsBeforeKill && podReady(p) ? p : undefined;
-    });
-    assert.equal(restarted.metadata.uid, before.metadata.uid, "the same pod: the container was restarted");
-    await eventually(`OffsiteServer ${SERVER} Ready=True again`, async () =>
-      (await serverCondition(SERVER))?.status === "True" ? true : undefined,
-    );
-  });
+      const restarted = await eventually("the receiver container restarted and Ready", async () => {
+        const p = await pod();
+        const status = p.status.containerStatuses?.[0];
+        return status && status.restartCount > restartsBeforeKill && podReady(p) ? p : undefined;
+      });
+      assert.equal(restarted.metadata.uid, before.metadata.uid, "the same pod: the container was restarted");
+      await eventually(`OffsiteServer ${SERVER} Ready=True again`, async () =>
+        (await serverCondition(SERVER))?.status === "True" ? true : undefined,
+      );
+    },
+  );
 
   it(
     // The receiver runs as 65532 with capabilities dropped, as the operator runs it: it must
     // reopen the data it staged (this failed with EACCES while staged data was 0444).
     "the interrupted push resumes after the restart, and the restore verifies",
+    { skip: ownNodeOnly },
     async () => {
       assert.ok(restartsBeforeKill >= 0, "runs after the kill test");
       const report = reportOf(await pushWhenReachable());
@@ -551,7 +593,7 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
         apiVersion: "offsite.dev/v1alpha1",
         kind: "OffsiteServer",
         metadata: { name: "broken" },
-        spec: { image: cluster!.images!.operator!.ref, storage: { size: "1Gi" } },
+        spec: { image: cluster!.images!.operator.ref, storage: { size: "1Gi" } },
       }),
     );
     const condition = await withDiagnostics(cluster!.namespace, () =>

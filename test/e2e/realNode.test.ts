@@ -100,7 +100,7 @@ describe("real node", { skip }, () => {
 
   before(async () => {
     const started = performance.now();
-    cluster = await startTestCluster({ node: "real", crds: false, realNode: { operatorImage: true } });
+    cluster = await startTestCluster({ node: "real", crds: false });
     const seconds = (performance.now() - started) / 1000;
     process.stderr.write(
       `[realNode] bring-up ${seconds.toFixed(1)} s; steps: ${JSON.stringify(cluster.node?.timings)}\n`,
@@ -290,7 +290,7 @@ describe("real node", { skip }, () => {
         containers: [
           {
             name: "operator",
-            image: cluster!.images!.operator!.ref,
+            image: cluster!.images!.operator.ref,
             imagePullPolicy: "Never",
             args: ["--help"],
             securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false },

@@ -265,25 +265,37 @@ export function webAppImage(): ImageDefinition {
   return imageFromDockerfile("test/webApp/Dockerfile", "offsite.local/webapp", "test/webApp");
 }
 
-export interface NodeImages {
-  pause: BuiltImage;
+/**
+ * The images our suites' pods run, on our node or on an existing cluster (kind), where
+ * build.ts loads them: pods find them by these references (imagePullPolicy Never or
+ * IfNotPresent), so nothing is pulled.
+ */
+export interface WorkloadImages {
   agent: BuiltImage;
-  coredns: BuiltImage;
+  operator: BuiltImage;
   /** The test web application (test/webApp/): live data for replication and failover. */
   webApp: BuiltImage;
-  /** Built only on request (RealNodeOptions.operatorImage). */
-  operator?: BuiltImage;
 }
 
-/** Builds (or finds cached) every image the real node needs. */
-export function buildNodeImages(corednsBinary: string, withOperator = false): NodeImages {
+/** Builds (or finds cached, keyed by their inputs) the workload images. */
+export function buildWorkloadImages(): WorkloadImages {
+  return {
+    agent: buildImage(imageFromDockerfile("agent.Dockerfile", "offsite.local/agent")),
+    operator: buildImage(imageFromDockerfile("operator/Dockerfile", "offsite.local/operator")),
+    webApp: buildImage(webAppImage()),
+  };
+}
+
+/** What our real node runs besides: its pod sandbox and cluster DNS (kind brings its own). */
+export interface NodeImages extends WorkloadImages {
+  pause: BuiltImage;
+  coredns: BuiltImage;
+}
+
+export function buildNodeImages(corednsBinary: string): NodeImages {
   return {
     pause: buildImage(pauseImage()),
-    agent: buildImage(imageFromDockerfile("agent.Dockerfile", "offsite.local/agent")),
     coredns: buildImage(corednsImage(corednsBinary)),
-    webApp: buildImage(webAppImage()),
-    ...(withOperator
-      ? { operator: buildImage(imageFromDockerfile("operator/Dockerfile", "offsite.local/operator")) }
-      : {}),
+    ...buildWorkloadImages(),
   };
 }

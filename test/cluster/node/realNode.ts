@@ -63,8 +63,6 @@ export interface RealNodeOptions {
   volumes?: number;
   /** Run CoreDNS (default true). */
   dns?: boolean;
-  /** Also build and import the operator image (operator/Dockerfile). */
-  operatorImage?: boolean;
   startTimeoutMs?: number;
 }
 
@@ -182,7 +180,7 @@ export class RealNode {
         if (!dir.endsWith(".toml") && !dir.endsWith(".sock")) mkdirSync(dir, { recursive: true });
       await node.time("network", () => setUpNetwork());
       await node.time("images", () => {
-        node.images = buildNodeImages(binaryPath("coredns"), options.operatorImage === true);
+        node.images = buildNodeImages(binaryPath("coredns"));
       });
       await node.time("containerd", () => node.startContainerd());
       node.imported = node.time("import", () => node.importImages());
@@ -365,7 +363,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
    */
   private async importImages(): Promise<void> {
     const { pause, agent, operator, coredns, webApp } = this.images;
-    const images: BuiltImage[] = [pause, agent, coredns, webApp, ...(operator ? [operator] : [])];
+    const images: BuiltImage[] = [pause, agent, coredns, webApp, operator];
     const listed = await this.ctr(["images", "ls", "-q"]);
     const present = new Set(listed.stdout.split("\n").map((line) => line.trim()));
     const wanted = new Set(images.map((image) => image.ref));

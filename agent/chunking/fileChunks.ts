@@ -6,9 +6,10 @@
  * (../shared/notes/performance.md).
  */
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, openSync, readSync } from "node:fs";
 import { MAX_CHUNK } from "./fastCdc.ts";
 import { WasmChunker } from "./wasmChunker.ts";
+import { fsPath } from "../protocol/byteNames.ts";
 
 export interface Chunk {
   offset: number;
@@ -33,7 +34,8 @@ const BUFFER_SIZE = 16 * MAX_CHUNK;
  * second pass over every byte (the receiver hashes what it receives anyway).
  */
 export function* chunksOf(path: string): Generator<CutChunk> {
-  const fd = openSync(path, "r");
+  // Never through a link swapped in since the scan, never blocking on a FIFO.
+  const fd = openSync(fsPath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     // The file is read straight into the chunker's WebAssembly memory.
     const chunker = new WasmChunker(BUFFER_SIZE);

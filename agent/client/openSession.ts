@@ -11,7 +11,7 @@ import { connect } from "node:tls";
 import { durationToMs, msToDuration } from "../../contract/units.ts";
 import { FramedConnection, PeerError } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
-import { encodeJson, type ManifestEntry, type MessageOf, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import { encodeJson, type ManifestEntry, type MessageOf, PROTOCOL_VERSIONS } from "../protocol/messages.ts";
 import { clientTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
 
 export interface Endpoint {
@@ -123,7 +123,7 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
 async function handshake(connection: FramedConnection, request: SessionRequest): Promise<Session> {
   await connection.send(
     encodeJson(FrameType.Hello, {
-      versions: [PROTOCOL_VERSION],
+      versions: [...PROTOCOL_VERSIONS],
       role: request.role,
       site: request.site,
       source: request.source,
@@ -132,6 +132,12 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
     }),
   );
   const welcome = await connection.expect(FrameType.Welcome);
+  if (!(PROTOCOL_VERSIONS as readonly number[]).includes(welcome.version)) {
+    throw new ProtocolError(
+      "unsupported-version",
+      `the receiver chose protocol version ${welcome.version}, which this agent did not offer (${PROTOCOL_VERSIONS.join(", ")})`,
+    );
+  }
   const entries = new Map<string, ManifestEntry>();
   let partial: Session["partial"];
   if (request.role !== "restore") {

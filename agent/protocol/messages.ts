@@ -6,9 +6,17 @@
 import { z } from "zod";
 import { guidSchema } from "../../contract/guid.ts";
 import { versionIdSchema } from "../../contract/versions.ts";
+import { byteNameProblem, bytesOfName, nameFromBytes } from "./byteNames.ts";
 import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * The newest protocol version, and every one this agent speaks (PROTOCOL.md, "Versions").
+ * 2: names and symlink targets may hold bytes that are not UTF-8 (byteNames.ts).
+ */
+export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSIONS = [2, 1] as const;
+/** The first version whose paths may carry bytes that are not UTF-8. */
+export const BYTE_NAMES_VERSION = 2;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
 /**
@@ -30,7 +38,11 @@ const linkTarget = z
   .string()
   .min(1)
   .max(4096)
-  .refine((target) => !target.includes("\0"), "a symlink target cannot contain a NUL byte");
+  .refine((target) => !target.includes("\0"), "a symlink target cannot contain a NUL byte")
+  .refine(
+    (target) => byteNameProblem(target) === undefined,
+    "a symlink target must be bytes (PROTOCOL.md, Paths)",
+  );
 const versionId = versionIdSchema;
 
 export const manifestEntry = z.discriminatedUnion("type", [
@@ -185,7 +197,7 @@ export function decodeMessage(frame: Frame): Message {
       return {
         type: FrameType.ChunkList,
         kind,
-        path: payload.subarray(3, 3 + pathLength).toString("utf8"),
+        path: nameFromBytes(payload.subarray(3, 3 + pathLength)),
         chunks,
       };
     }
@@ -254,7 +266,7 @@ export function encodeChunkList(
   path: string,
   chunks: [number, string][],
 ): Buffer[] {
-  const pathBytes = Buffer.from(path);
+  const pathBytes = bytesOfName(path);
   const perFrame = Math.floor((1024 * 1024 - 3 - pathBytes.length) / CHUNK_RECORD);
   const frames: Buffer[] = [];
   for (let start = 0; start < chunks.length || start === 0; start += perFrame) {

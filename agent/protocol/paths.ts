@@ -1,9 +1,11 @@
 /**
- * Paths on the wire are relative POSIX paths inside a source's tree (PROTOCOL.md, "Paths").
+ * Paths on the wire are relative POSIX paths inside a source's tree (PROTOCOL.md, "Paths"),
+ * byte strings in byteNames.ts's lossless string form.
  * Whoever writes to disk — the receiver, and the client of a restore — checks every path
  * with checkRelativePath before touching the file system, so no peer can make it write
  * outside its directory.
  */
+import { byteLengthOfName, byteNameProblem } from "./byteNames.ts";
 import { ProtocolError } from "./frames.ts";
 
 export const MAX_PATH_BYTES = 4096;
@@ -18,13 +20,16 @@ export function checkRelativePath(path: string): string {
 
 export function relativePathProblem(path: string): string | undefined {
   if (path.length === 0) return "it is empty";
-  if (Buffer.byteLength(path) > MAX_PATH_BYTES) return `it is longer than ${MAX_PATH_BYTES} bytes`;
   if (path.includes("\0")) return "it contains a NUL byte";
+  // Names are bytes (byteNames.ts): a lone surrogate must stand for one byte, canonically.
+  const bytes = byteNameProblem(path);
+  if (bytes) return bytes;
+  if (byteLengthOfName(path) > MAX_PATH_BYTES) return `it is longer than ${MAX_PATH_BYTES} bytes`;
   if (path.startsWith("/")) return "it is absolute";
   for (const name of path.split("/")) {
     if (name === "") return "it has an empty component (// or a trailing /)";
     if (name === "." || name === "..") return `it has a ${name} component`;
-    if (Buffer.byteLength(name) > MAX_NAME_BYTES) return `a name is longer than ${MAX_NAME_BYTES} bytes`;
+    if (byteLengthOfName(name) > MAX_NAME_BYTES) return `a name is longer than ${MAX_NAME_BYTES} bytes`;
   }
   return undefined;
 }

@@ -15,7 +15,13 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
-import { encodeJson, type FileEntry, INLINE_MAX, UNREADABLE_COUNT } from "../protocol/messages.ts";
+import {
+  BYTE_NAMES_VERSION,
+  encodeJson,
+  type FileEntry,
+  INLINE_MAX,
+  UNREADABLE_COUNT,
+} from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
 import { hashFile } from "../source/hashFile.ts";
 import {
@@ -26,6 +32,7 @@ import {
   problemReason,
   scanTree,
   type SourceEntry,
+  withoutByteNames,
 } from "../source/scanTree.ts";
 import { whatChanged } from "../source/whatChanged.ts";
 import {
@@ -88,13 +95,17 @@ type FileSourceEntry = Extract<SourceEntry, { type: "file" }>;
 
 export async function pushJob(options: PushOptions): Promise<PushReport> {
   const started = Date.now();
-  const scan = scanTree(options.source, options.filters);
+  const scanned = scanTree(options.source, options.filters);
   const session = await openSession(options.endpoint, {
     role: "push",
     site: options.site,
     source: options.sourceId,
   });
   const { connection, entries } = session;
+  const scan =
+    session.welcome.version >= BYTE_NAMES_VERSION
+      ? scanned
+      : withoutByteNames(scanned, session.welcome.version);
   try {
     const progress: PushProgress = {
       filesDone: 0,

@@ -26,6 +26,7 @@ import { comparePaths, writeManifest } from "./manifestFile.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy, versionsToKeep } from "./retention.ts";
 import type { StagingArea } from "./staging.ts";
 import { damagedStore, OPEN } from "./storedFiles.ts";
+import { fsPath, nameFromBytes } from "../protocol/byteNames.ts";
 
 export interface CommitResult {
   version: string;
@@ -85,7 +86,7 @@ export function commitVersion(
   // the common case first and looks only when it fails: a large tree costs one system
   // call per carried file.
   for (const entry of entries) {
-    const target = join(tree, entry.path);
+    const target = fsPath(join(tree, entry.path));
     if (entry.type === "dir") {
       try {
         mkdirSync(target, { mode: 0o755 });
@@ -100,7 +101,7 @@ export function commitVersion(
       files++;
       // A staged file was verified when it arrived (or when the journal was replayed).
       if (staging.changes.has(entry.path)) continue;
-      const source = join(layout.treeOf(staging.base!), entry.path);
+      const source = fsPath(join(layout.treeOf(staging.base!), entry.path));
       try {
         linkSync(source, target);
       } catch (error) {
@@ -169,8 +170,11 @@ function removeStrays(
   byPath: Map<string, ManifestEntry>,
   baseTree: string,
 ): void {
-  for (const dirent of readdirSync(join(tree, prefix), { withFileTypes: true })) {
-    const path = prefix ? `${prefix}/${dirent.name}` : dirent.name;
+  // Names as bytes (byteNames.ts): a name that is not UTF-8 must match its manifest entry,
+  // not be taken for a stray and removed.
+  for (const dirent of readdirSync(fsPath(join(tree, prefix)), { withFileTypes: true, encoding: "buffer" })) {
+    const name = nameFromBytes(dirent.name);
+    const path = prefix ? `${prefix}/${name}` : name;
     const entry = byPath.get(path);
     // A file carried from the base is a hard link to the stored name, and link(2) does not
     // follow symlinks: a stored file swapped for a link arrives here as a link.
@@ -179,7 +183,7 @@ function removeStrays(
     }
     const fits =
       entry && ((entry.type === "dir" && dirent.isDirectory()) || (entry.type === "file" && dirent.isFile()));
-    if (!fits) rmSync(join(tree, path), { recursive: true, force: true });
+    if (!fits) rmSync(fsPath(join(tree, path)), { recursive: true, force: true });
     else if (dirent.isDirectory()) removeStrays(tree, path, byPath, baseTree);
   }
 }
@@ -190,7 +194,7 @@ function syncFileSystem(path: string): boolean {
 }
 
 function fsyncPath(path: string): void {
-  const fd = openSync(path, OPEN.read);
+  const fd = openSync(fsPath(path), OPEN.read);
   try {
     fsyncSync(fd);
   } finally {

@@ -30,6 +30,7 @@ import { join } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath } from "../protocol/paths.ts";
 import { damagedStore, OPEN, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
+import { fsPath } from "../protocol/byteNames.ts";
 
 /**
  * Chunks are written in groups of up to this many bytes, the data in one writev (8 KiB
@@ -288,7 +289,7 @@ export class LargeFileAssembly {
 function openStoredFile(file: string): number {
   let fd: number;
   try {
-    fd = openSync(file, OPEN.read);
+    fd = openSync(fsPath(file), OPEN.read);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ELOOP") throw damagedStore(file, "is a symbolic link");
     throw error;
@@ -322,7 +323,6 @@ function readBaseRange(partial: PartialFile, offset: number, length: number): Bu
   return bytes.subarray(offset - start, Math.min(offset - start + length, bytes.length));
 }
 
-/** Feeds bytes [offset, offset+length) of fd into hash; returns how many were read. */
 /** Staged data of a file in assembly: the receiver's to write, nobody else's. */
 const STAGED_DATA_MODE = 0o600;
 

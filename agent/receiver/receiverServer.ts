@@ -14,7 +14,7 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
-import { encodeChunkList, encodeJson, type ManifestEntry, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import { encodeChunkList, encodeJson, type ManifestEntry, PROTOCOL_VERSIONS } from "../protocol/messages.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_JOBS } from "../../contract/roles.ts";
 import { msToDuration } from "../../contract/units.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
@@ -41,6 +41,11 @@ export interface ReceiverOptions {
    * "Timeouts").
    */
   idleTimeoutMs?: number | undefined;
+  /**
+   * The protocol versions this receiver speaks (default PROTOCOL_VERSIONS): narrower only
+   * to test how a client meets an older receiver.
+   */
+  protocolVersions?: readonly number[];
   /** Called with one JSON-able event per session outcome (the CLI logs them). */
   onEvent?: (event: Record<string, unknown>) => void;
 }
@@ -118,10 +123,13 @@ async function handleSession(
     // A peer that connects and says nothing is dropped; the timer must not outlive it.
     const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS).unref();
     const hello = await connection.expect(FrameType.Hello).finally(() => clearTimeout(timer));
-    if (!hello.versions.includes(PROTOCOL_VERSION)) {
+    // The newest version both speak (PROTOCOL.md, "Versions").
+    const spoken = options.protocolVersions ?? PROTOCOL_VERSIONS;
+    const protocol = spoken.find((v) => hello.versions.includes(v));
+    if (protocol === undefined) {
       throw new ProtocolError(
         "unsupported-version",
-        `this receiver speaks protocol version ${PROTOCOL_VERSION}; the client offered ${hello.versions.join(", ")}`,
+        `this receiver speaks protocol versions ${spoken.join(", ")}; the client offered ${hello.versions.join(", ")}`,
       );
     }
     if (!identity || identity.site !== hello.site || identity.source !== hello.source) {
@@ -171,7 +179,7 @@ async function handleSession(
       staging = new StagingArea(layout, current);
       const resumed = staging.open();
       await connection.send(
-        encodeJson(FrameType.Welcome, { version: PROTOCOL_VERSION, session, base: current, resumed }),
+        encodeJson(FrameType.Welcome, { version: protocol, session, base: current, resumed }),
       );
       await sendEntries(connection, staging.effectiveEntries(), staging.partialState());
       const result = await receivePush(connection, staging, options.retention ?? DEFAULT_RETENTION);
@@ -186,26 +194,26 @@ async function handleSession(
       return;
     }
 
-    const version = hello.version ?? current;
-    if (!version || !layout.versions().includes(version)) {
+    const wanted = hello.version ?? current;
+    if (!wanted || !layout.versions().includes(wanted)) {
       throw new ProtocolError(
         "no-such-version",
-        version
-          ? `source ${hello.source} has no version ${version}`
+        wanted
+          ? `source ${hello.source} has no version ${wanted}`
           : `source ${hello.source} has no version yet`,
       );
     }
     await connection.send(
-      encodeJson(FrameType.Welcome, { version: PROTOCOL_VERSION, session, base: version, resumed: false }),
+      encodeJson(FrameType.Welcome, { version: protocol, session, base: wanted, resumed: false }),
     );
-    const entries = readManifest(layout.manifestOf(version));
+    const entries = readManifest(layout.manifestOf(wanted));
     if (hello.role === "compare") {
       await sendEntries(connection, entries, undefined);
       await connection.close();
     } else {
       const summary = await sendTree(
         connection,
-        layout.treeOf(version),
+        layout.treeOf(wanted),
         entries.sort((a, b) => comparePaths(a.path, b.path)),
       );
       await connection.send(
@@ -218,7 +226,7 @@ async function handleSession(
       session,
       site: layout.site,
       source: layout.source,
-      version,
+      version: wanted,
       ms: Date.now() - started,
     });
   } catch (error) {

@@ -35,6 +35,7 @@ import type { SourceLayout } from "./layout.ts";
 import { readManifest } from "./manifestFile.ts";
 import { type JournalRecord, StagingJournal } from "./stagingJournal.ts";
 import { damagedStore, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
+import { fsPath } from "../protocol/byteNames.ts";
 
 export { STORED_FILE_MODE } from "./storedFiles.ts";
 
@@ -198,9 +199,10 @@ export class StagingArea {
     const target = this.inTree(path);
     const stored = join(this.layout.treeOf(this.base!), from);
     // link(2) does not follow a symlink: a stored file swapped for one would put a link in the tree.
-    if (!lstatOrUndefined(stored)?.isFile()) throw damagedStore(stored, "is not a regular file (a link?)");
+    if (!lstatOrUndefined(fsPath(stored))?.isFile())
+      throw damagedStore(stored, "is not a regular file (a link?)");
     this.removeStaged(path);
-    linkSync(stored, target);
+    linkSync(fsPath(stored), target);
     const entry: FileEntry = { type: "file", path, size: source.size, mtime, mode, sha256 };
     if (source.chunks) entry.chunks = source.chunks;
     this.record({ put: entry }, false);
@@ -293,9 +295,12 @@ export class StagingArea {
     }
   }
 
-  /** A checked relative path inside the staged tree (plain concatenation: path.join costs more here). */
-  private inTree(path: string): string {
-    return `${this.tree}/${path}`;
+  /**
+   * A checked relative path inside the staged tree, as the file system takes it (its bytes
+   * when the name is not UTF-8: byteNames.ts). Plain concatenation: path.join costs more here.
+   */
+  private inTree(path: string): string | Buffer {
+    return fsPath(`${this.tree}/${path}`);
   }
 
   /** Makes every parent of `path` a real directory in the staged tree. */
@@ -319,7 +324,7 @@ export class StagingArea {
   }
 }
 
-function lstatOrUndefined(path: string) {
+function lstatOrUndefined(path: string | Buffer) {
   try {
     return lstatSync(path);
   } catch {

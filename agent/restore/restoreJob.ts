@@ -42,6 +42,7 @@ import { dirname, join, resolve } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath, comparePaths, parentOf, parentsOf } from "../protocol/paths.ts";
+import { fsPath } from "../protocol/byteNames.ts";
 
 export interface RestoreOptions {
   endpoint: Endpoint;
@@ -184,13 +185,13 @@ class RestoredTree {
     let stat = lstatOrUndefined(target);
     if (stat && !stat.isDirectory()) {
       // The destination held a file or a link here: it is replaced, never followed.
-      unlinkSync(target);
+      unlinkSync(fsPath(target));
       stat = undefined;
     }
     if (!stat) {
       // Private until its own mode is set at the end.
-      mkdirSync(target, { mode: 0o700 });
-      stat = lstatSync(target);
+      mkdirSync(fsPath(target), { mode: 0o700 });
+      stat = lstatSync(fsPath(target));
     }
     this.directories.set(path, { dev: stat.dev, ino: stat.ino, mtime, mode });
   }
@@ -214,7 +215,7 @@ class RestoredTree {
       const temporary = join(dir, `.offsite-restore-${randomBytes(8).toString("hex")}.tmp`);
       let fd: number;
       try {
-        fd = openSync(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+        fd = openSync(fsPath(temporary), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === "EEXIST") continue; // the user's file: another name
         throw error;
@@ -250,8 +251,8 @@ class RestoredTree {
     file.fd = undefined;
     closeSync(fd);
     this.checkParents(file.path);
-    if (lstatOrUndefined(file.target)?.isDirectory()) rmSync(file.target, { recursive: true });
-    renameSync(file.temporary, file.target);
+    if (lstatOrUndefined(file.target)?.isDirectory()) rmSync(fsPath(file.target), { recursive: true });
+    renameSync(fsPath(file.temporary), fsPath(file.target));
     this.file = undefined;
   }
 
@@ -268,14 +269,14 @@ class RestoredTree {
       const target = join(this.root, link.path);
       this.checkParents(link.path);
       const existing = lstatOrUndefined(target);
-      if (existing?.isDirectory()) rmSync(target, { recursive: true });
-      else if (existing) unlinkSync(target);
-      symlinkSync(link.target, target);
-      lutimesSync(target, link.mtime / 1000, link.mtime / 1000);
+      if (existing?.isDirectory()) rmSync(fsPath(target), { recursive: true });
+      else if (existing) unlinkSync(fsPath(target));
+      symlinkSync(fsPath(link.target), fsPath(target));
+      lutimesSync(fsPath(target), link.mtime / 1000, link.mtime / 1000);
     }
     // Last, because writing into a directory changes its mtime; children before parents.
     for (const [path, dir] of [...this.directories].reverse()) {
-      const fd = openSync(join(this.root, path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      const fd = openSync(fsPath(join(this.root, path)), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       try {
         if (!sameInode(fstatSync(fd), dir)) throw replaced(path, this.root);
         fchmodSync(fd, dir.mode & 0o7777);
@@ -301,7 +302,7 @@ class RestoredTree {
         // Nothing more to do with it.
       }
     }
-    rmSync(file.temporary, { force: true });
+    rmSync(fsPath(file.temporary), { force: true });
   }
 
   /**
@@ -359,7 +360,7 @@ function sameInode(stat: Identity, identity: Identity): boolean {
 
 function lstatOrUndefined(path: string) {
   try {
-    return lstatSync(path);
+    return lstatSync(fsPath(path));
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@
 import { closeSync, constants, openSync, readSync } from "node:fs";
 import { extname, matchesGlob } from "node:path";
 import { NO_FILTERS, SCRIPT_EXTENSIONS, type FilterOptions } from "../../contract/filters.ts";
+import { fsPath } from "../protocol/byteNames.ts";
 
 export { NO_FILTERS, type FilterOptions };
 
@@ -50,7 +51,7 @@ export function fileFilterReason(
 function readHead(path: string): Buffer {
   const head = Buffer.alloc(4);
   // Never through a link swapped in since the lstat, never blocking on a FIFO.
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  const fd = openSync(fsPath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     const read = readSync(fd, head, 0, 4, 0);
     return head.subarray(0, read);

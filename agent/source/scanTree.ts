@@ -5,12 +5,14 @@
  * Synchronous on purpose — a walk is many tiny system calls, which the async API makes
  * several times slower (../shared/notes/performance.md).
  *
- * Names are sorted per directory and the walk is depth first, which yields exactly the
+ * Names are bytes, kept in byteNames.ts's lossless string form; every fs call takes
+ * fsPath(). Names are sorted per directory and the walk is depth first, which yields exactly the
  * protocol's path order (a directory right before its contents) with no global sort.
  * The result is kept column-wise (a string per path, numbers in flat arrays) rather than
  * an object per entry: a million-file tree then costs about 100 bytes a file.
  */
 import { lstatSync, readdirSync, readlinkSync } from "node:fs";
+import { fsPath, hasEscapedBytes, nameFromBytes } from "../protocol/byteNames.ts";
 import { join } from "node:path";
 import { getSystemErrorMessage } from "node:util";
 import { excludedPath, type FilterOptions, type FilterReason, fileFilterReason } from "./filters.ts";
@@ -130,13 +132,13 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
       const absolute = join(root, path);
       let children: string[] | undefined;
       try {
-        const stat = lstatSync(absolute);
+        const stat = lstatSync(fsPath(absolute));
         const mtime = Math.floor(stat.mtimeMs);
         if (stat.isDirectory()) {
           // Listed before the entry is added, so a directory that is gone is left out whole;
           // one that cannot be listed is kept, as a directory whose contents are unknown.
           try {
-            children = readdirSync(absolute);
+            children = listNames(absolute);
           } catch (error) {
             if (!isEntryProblem(error)) throw error;
             problems.push({ path, reason: problemReason(error) });
@@ -147,7 +149,8 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
           if (reason) filtered.push({ path, reason });
           else entries.add({ type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777 });
         } else if (stat.isSymbolicLink()) {
-          entries.add({ type: "symlink", path, mtime, target: readlinkSync(absolute) });
+          const target = nameFromBytes(readlinkSync(fsPath(absolute), { encoding: "buffer" }));
+          entries.add({ type: "symlink", path, mtime, target });
         } else {
           // Sockets, FIFOs and devices are not data to back up; they are reported, not sent.
           filtered.push({ path, reason: "special-file" });
@@ -160,8 +163,42 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
       if (children) walk(path, children);
     }
   };
-  walk("", readdirSync(root));
+  walk("", listNames(root));
   return { entries, filtered, problems, vanished };
+}
+
+/**
+ * A directory's names in the agent's lossless form (byteNames.ts). Listed as strings first
+ * (the fast path); a name that is not UTF-8 shows there as U+FFFD, and only then is the
+ * directory listed again as bytes.
+ */
+function listNames(dir: string): string[] {
+  const path = fsPath(dir);
+  const names = readdirSync(path);
+  if (!names.some((name) => name.includes("\ufffd"))) return names;
+  return readdirSync(path, { encoding: "buffer" }).map(nameFromBytes);
+}
+
+/**
+ * The scan for a receiver of protocol version 1, which cannot store a name that is not
+ * UTF-8 (PROTOCOL.md, "Versions"): such entries, and a symlink whose target is not UTF-8,
+ * become problems (the job is partial, and says why) instead of being sent wrong.
+ */
+export function withoutByteNames(scan: ScanResult, protocolVersion: number): ScanResult {
+  const reason =
+    `its name or link target is not UTF-8, which this receiver (protocol version ${protocolVersion}) ` +
+    "cannot store; upgrade the receiver to back it up";
+  const kept = new ScannedTree();
+  const problems = [...scan.problems];
+  for (const entry of scan.entries) {
+    const escaped =
+      hasEscapedBytes(entry.path) || (entry.type === "symlink" && hasEscapedBytes(entry.target));
+    // Only the outermost: what is under it is covered by it (coveredBy).
+    if (!escaped) kept.add(entry);
+    else if (!problems.some((p) => entry.path.startsWith(`${p.path}/`)))
+      problems.push({ path: entry.path, reason });
+  }
+  return { ...scan, entries: kept, problems };
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   INLINE_MAX,
   type ManifestEntry,
 } from "../protocol/messages.ts";
+import { fsPath, printableName } from "../protocol/byteNames.ts";
 
 export interface LargeFileSend {
   path: string;
@@ -75,16 +76,19 @@ const READ_NO_FOLLOW = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_N
 export function openRegularFile(path: string): number {
   let fd: number;
   try {
-    fd = openSync(path, READ_NO_FOLLOW);
+    fd = openSync(fsPath(path), READ_NO_FOLLOW);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "ELOOP") throw error;
-    throw Object.assign(new Error(`${path} is a symbolic link, not a regular file; it is not read through`), {
-      code: "ELOOP",
-    });
+    throw Object.assign(
+      new Error(`${printableName(path)} is a symbolic link, not a regular file; it is not read through`),
+      {
+        code: "ELOOP",
+      },
+    );
   }
   if (!fstatSync(fd).isFile()) {
     closeSync(fd);
-    throw Object.assign(new Error(`${path} is not a regular file`), { code: "EFTYPE" });
+    throw Object.assign(new Error(`${printableName(path)} is not a regular file`), { code: "EFTYPE" });
   }
   return fd;
 }
@@ -235,7 +239,7 @@ function damagedStore(path: string, tree: string, problem: string): ProtocolErro
 
 function lstatOrUndefined(path: string) {
   try {
-    return lstatSync(path);
+    return lstatSync(fsPath(path));
   } catch {
     return undefined;
   }

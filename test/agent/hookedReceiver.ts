@@ -23,6 +23,7 @@ export async function startHookedReceiver(
   site: string,
   source: string,
   rootName = "root",
+  protocolVersions?: readonly number[],
 ): Promise<HookedReceiver> {
   const certs = await makeStandaloneCerts(join(work, "certs"), site, source);
   const hooked: HookedReceiver = {
@@ -35,6 +36,7 @@ export async function startHookedReceiver(
     host: "127.0.0.1",
     port: 0,
     credentials: loadCredentials(certs.receiver),
+    ...(protocolVersions ? { protocolVersions } : {}),
     onEvent: (event) => {
       if (event.event === "session") hooked.onSession?.();
     },

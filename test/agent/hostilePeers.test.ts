@@ -163,6 +163,10 @@ describe("a receiver facing hostile peers", () => {
     ["a NUL byte", "evil\0name", /contains a NUL byte/],
     ["a name longer than 255 bytes", "x".repeat(300), /longer than 255 bytes/],
     ["an empty component", "a//b", /empty component/],
+    // Names are bytes in one lossless form (byteNames.ts): a surrogate must stand for a byte.
+    ["a lone high surrogate", "photo\ud800.jpg", /lone UTF-16 surrogate that stands for no byte/],
+    ["a lone surrogate below the escapes (U+DC41 is not the byte A)", "a\udc41", /stands for no byte/],
+    ["escaped bytes that are UTF-8 (a second name for é)", "caf\udcc3\udca9", /valid UTF-8/],
   ] as const) {
     it(`refuses a path with ${name}`, async () => {
       const socket = await connectAs(receiver.port, good);
@@ -292,6 +296,18 @@ describe("a receiver facing hostile peers", () => {
     );
     assert.equal(error?.code, "bad-message");
     assert.match(error.message, /symlink target cannot contain a NUL byte/);
+    stillIntact();
+  });
+
+  it("refuses a symlink target with a surrogate that stands for no byte", async () => {
+    const socket = await connectAs(receiver.port, good);
+    const { error } = await exchange(
+      socket,
+      hello(),
+      encodeJson(FrameType.Symlink, { path: "odd-link", mtime: 0, target: "../\udfff" }),
+    );
+    assert.equal(error?.code, "bad-message");
+    assert.match(error.message, /symlink target must be bytes/);
     stillIntact();
   });
 

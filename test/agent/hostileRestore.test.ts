@@ -43,6 +43,7 @@ import {
   type ReceiverProcess,
 } from "./agentProcesses.ts";
 import { prng, sha256Hex } from "./testSupport.ts";
+import { fsPath, nameFromBytes } from "../../agent/protocol/byteNames.ts";
 
 const SITE = "5a5a5a5a-1111-4222-8333-444444444444";
 const SOURCE = "6b6b6b6b-5555-4666-8777-888888888888";
@@ -50,14 +51,19 @@ const VERSION = "20261201T120000Z";
 const MTIME = Date.UTC(2020, 0, 1);
 
 /** Mode, mtime and content (or target) of every entry under dir, hashed: the surroundings. */
+/** A directory's names, as bytes in the agent's string form: restores may make byte names. */
+function namesIn(dir: string): string[] {
+  return readdirSync(fsPath(dir), { encoding: "buffer" }).map(nameFromBytes).sort();
+}
+
 function fingerprint(dir: string): string {
   const hash = createHash("sha256");
   const walk = (path: string) => {
-    const stat = lstatSync(path);
+    const stat = lstatSync(fsPath(path));
     hash.update(`${path} ${stat.mode} ${stat.mtimeMs}\n`);
-    if (stat.isSymbolicLink()) hash.update(readlinkSync(path));
-    else if (stat.isFile()) hash.update(readFileSync(path));
-    else if (stat.isDirectory()) for (const name of readdirSync(path).sort()) walk(join(path, name));
+    if (stat.isSymbolicLink()) hash.update(readlinkSync(fsPath(path), { encoding: "buffer" }));
+    else if (stat.isFile()) hash.update(readFileSync(fsPath(path)));
+    else if (stat.isDirectory()) for (const name of namesIn(path)) walk(join(path, name));
   };
   walk(dir);
   return hash.digest("hex");
@@ -69,10 +75,10 @@ function fingerprint(dir: string): string {
  */
 function listTree(dir: string, prefix = ""): string[] {
   const paths: string[] = [];
-  for (const name of readdirSync(join(dir, prefix)).sort()) {
+  for (const name of namesIn(join(dir, prefix))) {
     const path = prefix ? `${prefix}/${name}` : name;
     paths.push(path);
-    if (lstatSync(join(dir, path)).isDirectory()) paths.push(...listTree(dir, path));
+    if (lstatSync(fsPath(join(dir, path))).isDirectory()) paths.push(...listTree(dir, path));
   }
   return paths;
 }
@@ -89,9 +95,9 @@ function errorOf(finished: { stderr: string }): string {
 
 /** Gives every directory under dir (not following links) its owner's permissions back. */
 function makeRemovable(dir: string): void {
-  if (!lstatSync(dir).isDirectory()) return;
-  chmodSync(dir, 0o700);
-  for (const name of readdirSync(dir)) makeRemovable(join(dir, name));
+  if (!lstatSync(fsPath(dir)).isDirectory()) return;
+  chmodSync(fsPath(dir), 0o700);
+  for (const name of namesIn(dir)) makeRemovable(join(dir, name));
 }
 
 /** An outside directory with a file and a subdirectory, modes and mtimes set, to be left alone. */
@@ -300,10 +306,14 @@ describe("restore facing a hostile receiver", () => {
   it("fuzz: random restore streams never change anything outside the target", async () => {
     const random = prng(12);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+    // Byte names too (byteNames.ts): escaped Latin-1 and 0xff, and forms that stand for no
+    // byte string (a lone high surrogate, escaped UTF-8), which must be refused.
     const names = ["a", "b", "a/b", "a/b/c", "b/a", "a/c", "q", "q/y", "q/y/z"];
+    names.push("\udce9", "a/\udcff", "\udce9/b", "q\udce9/y", "\ud800", "a/\udcc3\udca9");
     const targets = [outside, join(outside, "y"), "../../outside", "..", "/", join(outside, "secret.txt")];
+    targets.push(`${outside}/\udce9`, "../\udcff", "\udfff");
     const modes = [0o777, 0o700, 0o000, 0o4777, 0o555];
-    for (let round = 0; round < 150; round++) {
+    for (let round = 0; round < 200; round++) {
       const frames: Buffer[] = [];
       for (let i = 0, n = 1 + Math.floor(random() * 8); i < n; i++) {
         const path = pick(names);

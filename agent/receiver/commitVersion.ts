@@ -111,7 +111,17 @@ export function commitVersion(
       }
     }
   }
-  removeStrays(tree, "", byPath, layout.treeOf(staging.base ?? ""));
+  // The tree must hold exactly the manifest's files and directories (by their bytes), or
+  // the version would list what is not there: checked on the sweep's way, at no cost.
+  const onDisk = removeStrays(tree, "", byPath, layout.treeOf(staging.base ?? ""));
+  const expected = entries.filter((entry) => entry.type !== "symlink").length;
+  if (onDisk !== expected) {
+    throw new ProtocolError(
+      "internal",
+      `the staged tree holds ${onDisk} of the new version's ${expected} files and directories; ` +
+        "nothing is committed (the previous version stays current). Report this as a bug",
+    );
+  }
 
   // One syncfs flushes the whole file system at once, ten times faster here than an fsync
   // per file; where it is unavailable (no `sync` binary, as in the distroless image), fsync
@@ -163,13 +173,14 @@ function prune(staging: StagingArea, retention: RetentionPolicy, current: string
   return pruned;
 }
 
-/** Removes what the staged tree holds but the new version does not. */
+/** Removes what the staged tree holds but the new version does not; returns how many entries fit. */
 function removeStrays(
   tree: string,
   prefix: string,
   byPath: Map<string, ManifestEntry>,
   baseTree: string,
-): void {
+): number {
+  let kept = 0;
   // Names as bytes (byteNames.ts): a name that is not UTF-8 must match its manifest entry,
   // not be taken for a stray and removed.
   for (const dirent of readdirSync(fsPath(join(tree, prefix)), { withFileTypes: true, encoding: "buffer" })) {
@@ -184,8 +195,12 @@ function removeStrays(
     const fits =
       entry && ((entry.type === "dir" && dirent.isDirectory()) || (entry.type === "file" && dirent.isFile()));
     if (!fits) rmSync(fsPath(join(tree, path)), { recursive: true, force: true });
-    else if (dirent.isDirectory()) removeStrays(tree, path, byPath, baseTree);
+    else {
+      kept++;
+      if (dirent.isDirectory()) kept += removeStrays(tree, path, byPath, baseTree);
+    }
   }
+  return kept;
 }
 
 /** syncfs(2) on the file system holding `path`, through coreutils' `sync -f`; false if unavailable. */

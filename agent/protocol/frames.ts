@@ -23,6 +23,7 @@ export const FrameType = {
   Symlink: 0x16,
   Delete: 0x17,
   Link: 0x18,
+  Zeros: 0x19,
   Commit: 0x20,
   Committed: 0x21,
   Error: 0x7f,

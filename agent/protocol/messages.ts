@@ -15,8 +15,9 @@ import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from
  */
 export const PROTOCOL_VERSION = 2;
 export const PROTOCOL_VERSIONS = [2, 1] as const;
-/** The first version whose paths may carry bytes that are not UTF-8. */
+/** The first version whose paths may carry bytes that are not UTF-8, and that has Zeros frames. */
 export const BYTE_NAMES_VERSION = 2;
+export const ZEROS_VERSION = 2;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
 /**
@@ -127,6 +128,7 @@ export type Message =
   | { type: typeof FrameType.File; header: FileHeader; content: Buffer }
   | { type: typeof FrameType.Data; bytes: Buffer }
   | { type: typeof FrameType.Copy; offset: number; length: number; sha256: string }
+  | { type: typeof FrameType.Zeros; length: number }
   | { type: typeof FrameType.ChunkList; kind: "entry" | "partial"; path: string; chunks: [number, string][] };
 export type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
 
@@ -177,6 +179,16 @@ export function decodeMessage(frame: Frame): Message {
         throw new ProtocolError("bad-message", `Copy frame with offset ${offset} and length ${length}`);
       }
       return { type: FrameType.Copy, offset, length, sha256: frame.payload.subarray(12).toString("hex") };
+    }
+    case FrameType.Zeros: {
+      if (frame.payload.length !== 4) {
+        throw new ProtocolError("bad-message", `Zeros frame of ${frame.payload.length} bytes (4)`);
+      }
+      const length = frame.payload.readUInt32BE(0);
+      if (length === 0 || length > INLINE_MAX) {
+        throw new ProtocolError("bad-message", `Zeros frame for ${length} bytes (1..${INLINE_MAX})`);
+      }
+      return { type: FrameType.Zeros, length };
     }
     case FrameType.ChunkList: {
       const payload = frame.payload;
@@ -258,6 +270,13 @@ export function encodeCopy(offset: number, length: number, sha256hex: string): B
   payload.writeUInt32BE(length, 8);
   payload.write(sha256hex, 12, "hex");
   return encodeFrame(FrameType.Copy, payload);
+}
+
+/** A chunk of zero bytes: a hole, neither sent nor stored as data (PROTOCOL.md, "Sparse files"). */
+export function encodeZeros(length: number): Buffer {
+  const payload = Buffer.allocUnsafe(4);
+  payload.writeUInt32BE(length, 0);
+  return encodeFrame(FrameType.Zeros, payload);
 }
 
 /** A file's chunk list as ChunkList frames, as many as its length needs. */

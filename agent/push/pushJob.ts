@@ -21,6 +21,7 @@ import {
   type FileEntry,
   INLINE_MAX,
   UNREADABLE_COUNT,
+  ZEROS_VERSION,
 } from "../protocol/messages.ts";
 import { type FilterOptions } from "../source/filters.ts";
 import { hashFile } from "../source/hashFile.ts";
@@ -258,6 +259,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             file: absolute,
             ...(base?.chunks ? { base: { path: base.path, offsets: chunkOffsets(base.chunks) } } : {}),
             ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
+            zeros: session.welcome.version >= ZEROS_VERSION,
           });
         } catch (error) {
           // Opening the file and reading its first chunk come before any frame: a file that

@@ -31,6 +31,7 @@ import { ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath } from "../protocol/paths.ts";
 import { damagedStore, OPEN, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
 import { fsPath } from "../protocol/byteNames.ts";
+import { hashZeros, zerosHash } from "../chunking/zeros.ts";
 
 /**
  * Chunks are written in groups of up to this many bytes, the data in one writev (8 KiB
@@ -194,6 +195,22 @@ export class LargeFileAssembly {
       );
     }
     this.appendChunk(partial, bytes, sha256);
+  }
+
+  /**
+   * A chunk of zeros: logged like any chunk, but never written, so the staged data keeps a
+   * hole there (the file is extended past it; PROTOCOL.md, "Sparse files").
+   */
+  appendZeros(length: number): void {
+    const partial = this.requirePartial("Zeros");
+    // What is grouped goes first: the hole begins where the data written so far ends.
+    this.writeChunkGroup(partial);
+    const hash = zerosHash(length);
+    writeSync(partial.logFd, `${length} ${hash}\n`);
+    partial.size += length;
+    ftruncateSync(partial.fd, partial.size);
+    hashZeros(partial.hash, length);
+    partial.chunks.push([length, hash]);
   }
 
   /**

@@ -14,7 +14,13 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
-import { encodeChunkList, encodeJson, type ManifestEntry, PROTOCOL_VERSIONS } from "../protocol/messages.ts";
+import {
+  encodeChunkList,
+  encodeJson,
+  type ManifestEntry,
+  PROTOCOL_VERSIONS,
+  ZEROS_VERSION,
+} from "../protocol/messages.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_JOBS } from "../../contract/roles.ts";
 import { msToDuration } from "../../contract/units.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
@@ -215,6 +221,7 @@ async function handleSession(
         connection,
         layout.treeOf(wanted),
         entries.sort((a, b) => comparePaths(a.path, b.path)),
+        { zeros: protocol >= ZEROS_VERSION },
       );
       await connection.send(
         encodeJson(FrameType.Commit, { files: summary.files, bytes: summary.bytes, filtered: {} }),
@@ -310,6 +317,9 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
         break;
       case FrameType.Copy:
         staging.appendCopy(message.offset, message.length, message.sha256);
+        break;
+      case FrameType.Zeros:
+        staging.appendZeros(message.length);
         break;
       case FrameType.End:
         staging.end(message.size, message.sha256);

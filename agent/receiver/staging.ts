@@ -227,6 +227,10 @@ export class StagingArea {
     this.assembly.appendCopy(offset, length, sha256);
   }
 
+  appendZeros(length: number): void {
+    this.assembly.appendZeros(length);
+  }
+
   end(size: number, sha256: string): void {
     const file = this.assembly.end(size, sha256);
     this.placeFile(file.data, file.path, file.mtime);

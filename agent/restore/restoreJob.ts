@@ -25,6 +25,7 @@ import {
   closeSync,
   constants,
   fchmodSync,
+  ftruncateSync,
   fstatSync,
   fsyncSync,
   futimesSync,
@@ -43,6 +44,7 @@ import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath, comparePaths, parentOf, parentsOf } from "../protocol/paths.ts";
 import { fsPath } from "../protocol/byteNames.ts";
+import { hashZeros } from "../chunking/zeros.ts";
 
 export interface RestoreOptions {
   endpoint: Endpoint;
@@ -107,6 +109,9 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
           break;
         case FrameType.Data:
           tree.append(message.bytes);
+          break;
+        case FrameType.Zeros:
+          tree.appendZeros(message.length);
           break;
         case FrameType.End:
           tree.end(message.size, message.sha256);
@@ -227,11 +232,19 @@ class RestoredTree {
 
   append(bytes: Buffer): void {
     const file = this.requireFile("Data");
+    // At the file's own offset, not the descriptor's: a hole (appendZeros) moves it on.
     for (let written = 0; written < bytes.length;) {
-      written += writeSync(file.fd!, bytes, written, bytes.length - written);
+      written += writeSync(file.fd!, bytes, written, bytes.length - written, file.size + written);
     }
     file.hash.update(bytes);
     file.size += bytes.length;
+  }
+
+  /** A run of zeros, left as a hole: nothing is written, End sets the length. */
+  appendZeros(length: number): void {
+    const file = this.requireFile("Zeros");
+    hashZeros(file.hash, length);
+    file.size += length;
   }
 
   /** Verifies the file, sets its metadata on its descriptor, and renames it into place. */
@@ -245,6 +258,7 @@ class RestoredTree {
       );
     }
     const fd = file.fd!;
+    ftruncateSync(fd, file.size); // a file that ends in a hole gets its length
     fchmodSync(fd, file.mode & 0o7777);
     futimesSync(fd, file.mtime / 1000, file.mtime / 1000);
     fsyncSync(fd);

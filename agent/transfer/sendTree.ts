@@ -13,12 +13,14 @@ import { parentOf } from "../protocol/paths.ts";
 import {
   encodeCopy,
   encodeJson,
+  encodeZeros,
   type FileHeader,
   filePayload,
   INLINE_MAX,
   type ManifestEntry,
 } from "../protocol/messages.ts";
 import { fsPath, printableName } from "../protocol/byteNames.ts";
+import { isAllZeros, zerosHash } from "../chunking/zeros.ts";
 
 export interface LargeFileSend {
   path: string;
@@ -30,6 +32,8 @@ export interface LargeFileSend {
   base?: { path: string; offsets: Map<string, number> };
   /** The receiver already staged these leading chunks of this path (resume). */
   staged?: [number, string][];
+  /** Chunks of zeros go as Zeros frames, holes at the other end (protocol version 2). */
+  zeros?: boolean;
 }
 
 export interface SentFile {
@@ -113,7 +117,12 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
     count++;
     // A chunk's hash only finds chunks the receiver has (in the base, or in the staged
     // prefix while that lasts); a file new to the receiver is sent without them.
-    const hash = file.base !== undefined || skipping ? createHash("sha256").update(bytes).digest("hex") : "";
+    const zeros = file.zeros === true && isAllZeros(bytes);
+    const hash = zeros
+      ? zerosHash(bytes.length)
+      : file.base !== undefined || skipping
+        ? createHash("sha256").update(bytes).digest("hex")
+        : "";
     // Resume: the receiver has these leading chunks already; send from the first that differs.
     if (skipping) {
       const staged = file.staged![count - 1];
@@ -124,8 +133,11 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
       begun = true;
       await sendBegin(connection, file, count - 1);
     }
-    const copyFrom = file.base?.offsets.get(hash);
-    if (copyFrom !== undefined) {
+    // Zeros before Copy: copying zeros from the base would write them out as data.
+    const copyFrom = zeros ? undefined : file.base?.offsets.get(hash);
+    if (zeros) {
+      await connection.send(encodeZeros(bytes.length));
+    } else if (copyFrom !== undefined) {
       await connection.send(encodeCopy(copyFrom, bytes.length, hash));
     } else {
       dataBytes += bytes.length;
@@ -179,6 +191,7 @@ export async function sendTree(
   connection: FramedConnection,
   tree: string,
   entries: ManifestEntry[],
+  options: { zeros: boolean },
 ): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
@@ -214,7 +227,8 @@ export async function sendTree(
             throw damagedStore(path, tree, `it is not ${size} bytes as the manifest says`);
           await sendSmallFile(connection, { path, size, mtime, mode, sha256 }, content);
         } else {
-          await sendLargeFile(connection, { path: entry.path, mtime: entry.mtime, mode: entry.mode, file });
+          const { path, mtime, mode } = entry;
+          await sendLargeFile(connection, { path, mtime, mode, file, zeros: options.zeros });
         }
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;

@@ -23,6 +23,7 @@ import {
   scanTree,
 } from "../source/scanTree.ts";
 import { type MetadataAspect, whatChanged } from "../source/whatChanged.ts";
+import { HARD_LINKS_VERSION } from "../protocol/messages.ts";
 
 export interface CompareOptions {
   source: string;
@@ -84,12 +85,13 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
     problems: [...scan.problems],
   };
   const checksum = options.checksum ?? false;
+  const hardLinks = session.welcome.version >= HARD_LINKS_VERSION;
   const filteredPaths = new Set(scan.filtered.map((f) => f.path));
   const seen = new Set<string>();
   for (const entry of scan.entries) {
     seen.add(entry.path);
     const known = stored.get(entry.path);
-    let change = whatChanged(entry, known, { checksum });
+    let change = whatChanged(entry, known, { checksum, hardLinks });
     if (change.kind === "needs-hash") {
       let localSha256: string;
       try {
@@ -102,7 +104,7 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
         else throw error;
         continue;
       }
-      change = whatChanged(entry, known, { checksum, localSha256 });
+      change = whatChanged(entry, known, { checksum, localSha256, hardLinks });
     }
     switch (change.kind) {
       case "unchanged":

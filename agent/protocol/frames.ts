@@ -24,6 +24,7 @@ export const FrameType = {
   Delete: 0x17,
   Link: 0x18,
   Zeros: 0x19,
+  HardLink: 0x1a,
   Commit: 0x20,
   Committed: 0x21,
   Error: 0x7f,

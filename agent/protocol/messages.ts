@@ -18,6 +18,8 @@ export const PROTOCOL_VERSIONS = [2, 1] as const;
 /** The first version whose paths may carry bytes that are not UTF-8, and that has Zeros frames. */
 export const BYTE_NAMES_VERSION = 2;
 export const ZEROS_VERSION = 2;
+/** The first version with hard links (FileEntry.hardLink, the HardLink frame). */
+export const HARD_LINKS_VERSION = 2;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
 /**
@@ -56,6 +58,8 @@ export const manifestEntry = z.discriminatedUnion("type", [
     sha256,
     /** [length, sha256] of each content-defined chunk, for files over INLINE_MAX. */
     chunks: z.array(z.tuple([z.number().int().min(1).max(INLINE_MAX), sha256])).optional(),
+    /** The same file (inode) as this earlier entry of the version: hard-linked (version 2). */
+    hardLink: path.optional(),
   }),
   z.strictObject({ type: z.literal("dir"), path, mtime, mode }),
   z.strictObject({ type: z.literal("symlink"), path, mtime, target: linkTarget }),
@@ -100,6 +104,8 @@ const schemas = {
   [FrameType.Symlink]: z.strictObject({ path, mtime, target: linkTarget }),
   [FrameType.Delete]: z.strictObject({ path }),
   [FrameType.Link]: z.strictObject({ path, from: path, mtime, mode, sha256 }),
+  /** `path` is another name of `to`, a file of this version earlier in path order (version 2). */
+  [FrameType.HardLink]: z.strictObject({ path, to: path }),
   [FrameType.Commit]: z.strictObject({
     files: size,
     bytes: size,

@@ -20,6 +20,7 @@ import {
   encodeJson,
   type FileEntry,
   INLINE_MAX,
+  HARD_LINKS_VERSION,
   UNREADABLE_COUNT,
   ZEROS_VERSION,
 } from "../protocol/messages.ts";
@@ -178,9 +179,41 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       }
     };
     const checksum = options.checksum ?? false;
-    for (const entry of scan.entries) {
+    const hardLinks = session.welcome.version >= HARD_LINKS_VERSION;
+    // Files of the new version so far (sent, linked or unchanged), and those unchanged: a
+    // hard link names an earlier one of them (PROTOCOL.md, "Hard links").
+    const kept = new Set<string>();
+    const unchangedFiles = new Set<string>();
+    for (const scanned of scan.entries) {
+      // A later name of a file this job does not keep (unreadable, gone, a receiver of
+      // version 1) travels as a file of its own.
+      const entry =
+        scanned.type === "file" &&
+        scanned.hardLinkOf !== undefined &&
+        (!hardLinks || !kept.has(scanned.hardLinkOf))
+          ? { ...scanned, hardLinkOf: undefined }
+          : scanned;
       const known = entries.get(entry.path);
-      let change = whatChanged(entry, known, { checksum });
+      if (entry.type === "file" && entry.hardLinkOf !== undefined) {
+        const to = entry.hardLinkOf;
+        // Unchanged only if what it names is too: the receiver checks both are one file.
+        const same =
+          known?.type === "file" &&
+          known.hardLink === to &&
+          unchangedFiles.has(to) &&
+          whatChanged(entry, known, { checksum: false }).kind === "unchanged";
+        if (same) {
+          report.files.unchanged++;
+          unchangedFiles.add(entry.path);
+        } else {
+          await connection.send(encodeJson(FrameType.HardLink, { path: entry.path, to }));
+          report.files.linked++;
+        }
+        kept.add(entry.path);
+        advance(entry);
+        continue;
+      }
+      let change = whatChanged(entry, known, { checksum, hardLinks });
       if (entry.type === "dir") {
         if (change.kind !== "unchanged") {
           await connection.send(
@@ -212,10 +245,15 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
               change = whatChanged({ ...entry, size: content.length }, known, {
                 checksum,
                 localSha256: sha256,
+                hardLinks,
               });
             }
           } else if (change.kind === "needs-hash" && checksum) {
-            change = whatChanged(entry, known, { checksum, localSha256: hashFile(absolute, entry.size) });
+            change = whatChanged(entry, known, {
+              checksum,
+              localSha256: hashFile(absolute, entry.size),
+              hardLinks,
+            });
           }
         } catch (error) {
           if (isVanished(error)) await vanishedFile(entry.path);
@@ -227,6 +265,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       }
       if (change.kind === "unchanged") {
         report.files.unchanged++;
+        unchangedFiles.add(entry.path);
       } else if (change.kind === "metadata" && known?.type === "file") {
         // The receiver has exactly these bytes at this path: only the metadata travels.
         await sendLink(entry, known.path, known.sha256);
@@ -283,6 +322,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
         report.files.sent++;
         report.bytes.content += sent.dataBytes;
       }
+      kept.add(entry.path);
       advance(entry);
     }
 

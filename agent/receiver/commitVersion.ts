@@ -99,6 +99,19 @@ export function commitVersion(
       }
     } else if (entry.type === "file") {
       files++;
+      if (entry.hardLink !== undefined) {
+        // Another name of an earlier file of this version, placed above in path order.
+        const first = byPath.get(entry.hardLink);
+        if (first?.type !== "file" || first.hardLink !== undefined || first.sha256 !== entry.sha256) {
+          throw new ProtocolError(
+            "inconsistent-tree",
+            `${entry.path} is a hard link of ${entry.hardLink}, which is not the same file in the new version`,
+          );
+        }
+        rmSync(target, { recursive: true, force: true });
+        linkSync(fsPath(join(tree, entry.hardLink)), target);
+        continue;
+      }
       // A staged file was verified when it arrived (or when the journal was replayed).
       if (staging.changes.has(entry.path)) continue;
       const source = fsPath(join(layout.treeOf(staging.base!), entry.path));

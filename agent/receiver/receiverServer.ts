@@ -17,6 +17,7 @@ import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import {
   encodeChunkList,
   encodeJson,
+  HARD_LINKS_VERSION,
   type ManifestEntry,
   PROTOCOL_VERSIONS,
   ZEROS_VERSION,
@@ -221,7 +222,7 @@ async function handleSession(
         connection,
         layout.treeOf(wanted),
         entries.sort((a, b) => comparePaths(a.path, b.path)),
-        { zeros: protocol >= ZEROS_VERSION },
+        { zeros: protocol >= ZEROS_VERSION, hardLinks: protocol >= HARD_LINKS_VERSION },
       );
       await connection.send(
         encodeJson(FrameType.Commit, { files: summary.files, bytes: summary.bytes, filtered: {} }),
@@ -335,6 +336,9 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
         break;
       case FrameType.Link:
         staging.link(message.path, message.from, message.mtime, message.mode, message.sha256);
+        break;
+      case FrameType.HardLink:
+        staging.hardLink(message.path, message.to);
         break;
       case FrameType.Commit: {
         const bytesReceived = staging.bytesWritten;

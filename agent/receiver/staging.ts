@@ -29,7 +29,7 @@ import {
 import { join } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
 import type { FileEntry, FileHeader, ManifestEntry } from "../protocol/messages.ts";
-import { checkRelativePath, parentsOf } from "../protocol/paths.ts";
+import { checkRelativePath, comparePaths, parentsOf } from "../protocol/paths.ts";
 import { LargeFileAssembly } from "./largeFileAssembly.ts";
 import type { SourceLayout } from "./layout.ts";
 import { readManifest } from "./manifestFile.ts";
@@ -206,6 +206,39 @@ export class StagingArea {
     const entry: FileEntry = { type: "file", path, size: source.size, mtime, mode, sha256 };
     if (source.chunks) entry.chunks = source.chunks;
     this.record({ put: entry }, false);
+  }
+
+  /**
+   * `path` is another name of `to`, a file of the new version earlier in path order (a
+   * hard link in the source). Nothing is written now: the commit links the two names once
+   * `to` is in place, and checks they are one file then.
+   */
+  hardLink(path: string, to: string): void {
+    checkRelativePath(path);
+    checkRelativePath(to);
+    if (comparePaths(to, path) >= 0) {
+      throw new ProtocolError(
+        "bad-reference",
+        `${path} cannot be a hard link of ${to}, which does not come before it`,
+      );
+    }
+    const target = this.changes.has(to) ? this.changes.get(to) : this.baseEntries.get(to);
+    if (target?.type !== "file") {
+      throw new ProtocolError(
+        "bad-reference",
+        `${path}: ${to} is not a file of the new version to hard-link to`,
+      );
+    }
+    if (target.hardLink !== undefined) {
+      throw new ProtocolError(
+        "bad-reference",
+        `${path}: ${to} is itself a hard link; name the first file (${target.hardLink})`,
+      );
+    }
+    this.prepareParents(path);
+    this.removeStaged(path);
+    const { hardLink: _, ...content } = target;
+    this.record({ put: { ...content, path, hardLink: to } }, false);
   }
 
   begin(

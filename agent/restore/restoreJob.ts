@@ -27,6 +27,7 @@ import {
   fchmodSync,
   ftruncateSync,
   fstatSync,
+  linkSync,
   fsyncSync,
   futimesSync,
   lstatSync,
@@ -113,6 +114,10 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
         case FrameType.Zeros:
           tree.appendZeros(message.length);
           break;
+        case FrameType.HardLink:
+          tree.hardLink(message.path, message.to);
+          report.files++;
+          break;
         case FrameType.End:
           tree.end(message.size, message.sha256);
           report.files++;
@@ -176,6 +181,8 @@ class RestoredTree {
   private readonly root: string;
   /** Directories of the stream, by path, in path order: the inode restore made, and the metadata to set last. */
   private readonly directories = new Map<string, RestoredDirectory>();
+  /** Files this restore wrote, by path: what a HardLink may name. */
+  private readonly files = new Map<string, Identity>();
   private readonly symlinks: { path: string; target: string; mtime: number }[] = [];
   /** The previous entry's path: the stream is in path order, each path once. */
   private previous: string | undefined;
@@ -259,6 +266,7 @@ class RestoredTree {
     }
     const fd = file.fd!;
     ftruncateSync(fd, file.size); // a file that ends in a hole gets its length
+    const identity = fstatSync(fd); // for hard links to it (renaming keeps the inode)
     fchmodSync(fd, file.mode & 0o7777);
     futimesSync(fd, file.mtime / 1000, file.mtime / 1000);
     fsyncSync(fd);
@@ -267,7 +275,31 @@ class RestoredTree {
     this.checkParents(file.path);
     if (lstatOrUndefined(file.target)?.isDirectory()) rmSync(fsPath(file.target), { recursive: true });
     renameSync(fsPath(file.temporary), fsPath(file.target));
+    this.files.set(file.path, { dev: identity.dev, ino: identity.ino });
     this.file = undefined;
+  }
+
+  /**
+   * `path` is another name of `to`, a file this restore wrote: linked to it, after checking
+   * that `to` is still the very file restore made there (a hostile stream cannot make it
+   * link anything else, inside the target or out).
+   */
+  hardLink(path: string, to: string): void {
+    const target = this.admit(path);
+    checkRelativePath(to);
+    const made = this.files.get(to);
+    const existing = lstatOrUndefined(join(this.root, to));
+    if (!made || !existing?.isFile() || !sameInode(existing, made)) {
+      throw new ProtocolError(
+        "bad-reference",
+        `${path}: ${to} is not a file this restore wrote, to hard-link to`,
+      );
+    }
+    this.checkParents(to);
+    const stat = lstatOrUndefined(target);
+    if (stat?.isDirectory()) rmSync(fsPath(target), { recursive: true });
+    else if (stat) unlinkSync(fsPath(target));
+    linkSync(fsPath(join(this.root, to)), fsPath(target));
   }
 
   /** Frames that end the stream or start an entry must not come inside Begin..End. */

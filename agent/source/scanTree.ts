@@ -18,7 +18,15 @@ import { getSystemErrorMessage } from "node:util";
 import { excludedPath, type FilterOptions, type FilterReason, fileFilterReason } from "./filters.ts";
 
 export type SourceEntry =
-  | { type: "file"; path: string; size: number; mtime: number; mode: number }
+  | {
+      type: "file";
+      path: string;
+      size: number;
+      mtime: number;
+      mode: number;
+      /** The first path (in path order) of the same inode, when this is a later hard link to it. */
+      hardLinkOf?: string;
+    }
   | { type: "dir"; path: string; mtime: number; mode: number }
   | { type: "symlink"; path: string; mtime: number; target: string };
 
@@ -34,6 +42,7 @@ export class ScannedTree implements Iterable<SourceEntry> {
   private readonly mtimes: number[] = [];
   private readonly modes: number[] = [];
   private readonly targets = new Map<number, string>();
+  private readonly hardLinks = new Map<number, string>();
   fileCount = 0;
   fileBytes = 0;
 
@@ -51,6 +60,7 @@ export class ScannedTree implements Iterable<SourceEntry> {
       this.modes.push(entry.mode);
       this.fileCount++;
       this.fileBytes += entry.size;
+      if (entry.hardLinkOf !== undefined) this.hardLinks.set(index, entry.hardLinkOf);
     } else if (entry.type === "dir") {
       this.types.push(DIR);
       this.sizes.push(0);
@@ -67,8 +77,17 @@ export class ScannedTree implements Iterable<SourceEntry> {
     const path = this.paths[index]!;
     const mtime = this.mtimes[index]!;
     switch (this.types[index]) {
-      case FILE:
-        return { type: "file", path, size: this.sizes[index]!, mtime, mode: this.modes[index]! };
+      case FILE: {
+        const hardLinkOf = this.hardLinks.get(index);
+        const file = {
+          type: "file",
+          path,
+          size: this.sizes[index]!,
+          mtime,
+          mode: this.modes[index]!,
+        } as const;
+        return hardLinkOf === undefined ? file : { ...file, hardLinkOf };
+      }
       case DIR:
         return { type: "dir", path, mtime, mode: this.modes[index]! };
       default:
@@ -120,6 +139,8 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
   const filtered: ScanResult["filtered"] = [];
   const problems: EntryProblem[] = [];
   const vanished: string[] = [];
+  // Files with more than one name: the first path of each inode, by device and inode.
+  const firstNameOf = new Map<string, string>();
   const walk = (prefix: string, names: string[]) => {
     names.sort(byCodeUnit);
     for (const name of names) {
@@ -147,7 +168,15 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
         } else if (stat.isFile()) {
           const reason = fileFilterReason(path, stat.size, absolute, filters);
           if (reason) filtered.push({ path, reason });
-          else entries.add({ type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777 });
+          else {
+            const file = { type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777 } as const;
+            if (stat.nlink > 1) {
+              const inode = `${stat.dev}:${stat.ino}`;
+              const first = firstNameOf.get(inode);
+              if (first === undefined) firstNameOf.set(inode, path);
+              entries.add(first === undefined ? file : { ...file, hardLinkOf: first });
+            } else entries.add(file);
+          }
         } else if (stat.isSymbolicLink()) {
           const target = nameFromBytes(readlinkSync(fsPath(absolute), { encoding: "buffer" }));
           entries.add({ type: "symlink", path, mtime, target });

@@ -12,8 +12,9 @@
  *   without checksum mode size and mtime are trusted as rsync's quick check does: the
  *   same mtime means the same content; another mtime cannot tell content from a touch.
  *   Either way the answer is then `needs-hash`: the caller hashes and asks again;
- * - the same content (or no content: directories, symlinks) with another mode or mtime →
- *   `metadata`, naming which; else `unchanged`.
+ * - the same content (or no content: directories, symlinks) with another mode or mtime, or
+ *   a file hard-linked to another one than before (or no longer) → `metadata`, naming
+ *   which; else `unchanged`.
  *
  * The subtle point is that metadata is part of a version: modes and mtimes live in the
  * manifest, so a chmod or a touch makes the next push record a new entry even though no
@@ -24,8 +25,11 @@
 import type { ManifestEntry } from "../protocol/messages.ts";
 import type { SourceEntry } from "./scanTree.ts";
 
-/** The metadata of an entry that is not its content (symlinks have no mode). */
-export type MetadataAspect = "mode" | "mtime";
+/**
+ * The metadata of an entry that is not its content (symlinks have no mode). `hardLink`: a
+ * file is (or is no longer) another name of an earlier file, or of another one.
+ */
+export type MetadataAspect = "mode" | "mtime" | "hardLink";
 
 export type Change =
   /** The receiver has nothing at this path. */
@@ -50,6 +54,8 @@ export interface WhatChangedOptions {
   checksum: boolean;
   /** The local file's SHA-256, when the caller has it; it always decides content. */
   localSha256?: string;
+  /** The receiver records hard links (protocol version 2); default true. */
+  hardLinks?: boolean;
 }
 
 export function whatChanged(
@@ -62,6 +68,13 @@ export function whatChanged(
   const aspects: MetadataAspect[] = [];
   if ("mode" in known && "mode" in local && known.mode !== local.mode) aspects.push("mode");
   if (known.mtime !== local.mtime) aspects.push("mtime");
+  if (
+    options.hardLinks !== false &&
+    local.type === "file" &&
+    known.type === "file" &&
+    local.hardLinkOf !== known.hardLink
+  )
+    aspects.push("hardLink");
   const byMetadata: Change = aspects.length > 0 ? { kind: "metadata", aspects } : { kind: "unchanged" };
 
   if (local.type === "symlink" && known.type === "symlink") {

@@ -191,7 +191,7 @@ export async function sendTree(
   connection: FramedConnection,
   tree: string,
   entries: ManifestEntry[],
-  options: { zeros: boolean },
+  options: { zeros: boolean; hardLinks: boolean },
 ): Promise<{ files: number; bytes: number }> {
   let files = 0;
   let bytes = 0;
@@ -214,6 +214,9 @@ export async function sendTree(
       await connection.send(
         encodeJson(FrameType.Symlink, { path: entry.path, mtime: entry.mtime, target: entry.target }),
       );
+    } else if (entry.hardLink !== undefined && options.hardLinks) {
+      files++;
+      await connection.send(encodeJson(FrameType.HardLink, { path: entry.path, to: entry.hardLink }));
     } else {
       files++;
       bytes += entry.size;

@@ -323,6 +323,19 @@ describe("a receiver facing hostile peers", () => {
     stillIntact();
   });
 
+  it("refuses a HardLink to a later path, or to what is no file of the new version", async () => {
+    for (const [frame, problem] of [
+      [{ path: "a-link", to: "keep.txt" }, /does not come before it/],
+      [{ path: "z-link", to: "missing.txt" }, /not a file of the new version/],
+    ] as const) {
+      const socket = await connectAs(receiver.port, good);
+      const { error } = await exchange(socket, hello(), encodeJson(FrameType.HardLink, frame));
+      assert.equal(error?.code, "bad-reference", error?.message);
+      assert.match(error.message, problem);
+      stillIntact();
+    }
+  });
+
   it("refuses a client that speaks only an unknown protocol version", async () => {
     const socket = await connectAs(receiver.port, good);
     const future = encodeJson(FrameType.Hello, {

@@ -263,6 +263,24 @@ describe("restore facing a hostile receiver", () => {
     assert.deepEqual(listTree(destination), ["d"], "no temporary file is left");
   });
 
+  it("refuses a HardLink to anything but a file this restore wrote", async () => {
+    for (const [to, problem] of [
+      ["../../outside/secret.txt", /has a \.\. component/],
+      ["never-sent.txt", /not a file this restore wrote/],
+      ["d", /not a file this restore wrote/],
+    ] as const) {
+      const { finished } = await restoreFrom([
+        dir("d", 0o755),
+        file("d/a.txt", "restored"),
+        encodeJson(FrameType.HardLink, { path: "link", to }),
+        commit(),
+      ]);
+      assert.equal(finished.code, 1, finished.stderr);
+      assert.match(finished.stderr, problem);
+    }
+    untouched();
+  });
+
   it("refuses a Begin inside another file's Begin..End, and leaves no temporary file", async () => {
     const { finished, destination } = await restoreFrom([
       encodeJson(FrameType.Begin, { path: "a.bin", mtime: 0, mode: 0o644 }),
@@ -320,7 +338,8 @@ describe("restore facing a hostile receiver", () => {
         const kind = random();
         if (kind < 0.35) frames.push(dir(path, pick(modes)));
         else if (kind < 0.6) frames.push(link(path, pick(targets)));
-        else if (kind < 0.85) frames.push(file(path, `round ${round}`, pick(modes)));
+        else if (kind < 0.8) frames.push(file(path, `round ${round}`, pick(modes)));
+        else if (kind < 0.85) frames.push(encodeJson(FrameType.HardLink, { path, to: pick(names) }));
         else {
           const bytes = Buffer.from(`large ${round}`);
           frames.push(

@@ -72,6 +72,12 @@ interface ReceiverState {
   pushing: Set<string>;
 }
 const ENTRIES_BYTES = 256 * 1024;
+/**
+ * The longest a push works through frames its peer already sent before it lets the event
+ * loop turn. Every session shares the one loop: a peer whose frames queue up faster than
+ * they are handled must not hold up the others (their handshakes, Hellos and commits).
+ */
+const SLICE_MS = 20;
 
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
@@ -302,10 +308,19 @@ async function sendEntries(
 }
 
 async function receivePush(connection: FramedConnection, staging: StagingArea, retention: RetentionPolicy) {
+  let slice = performance.now();
   for (;;) {
-    // About to wait for the peer: journal what is finished first.
-    if (!connection.hasQueued) staging.flushJournal();
+    const waits = !connection.hasQueued;
+    if (waits) {
+      // About to wait for the peer: journal what is finished first.
+      staging.flushJournal();
+    } else if (performance.now() - slice >= SLICE_MS) {
+      // Queued frames resolve at once, in microtasks: without this the loop never turns.
+      await new Promise((resolve) => setImmediate(resolve));
+      slice = performance.now();
+    }
     const message = await connection.next();
+    if (waits) slice = performance.now();
     switch (message.type) {
       case FrameType.File:
         staging.putFile(message.header, message.content);

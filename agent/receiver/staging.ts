@@ -29,7 +29,7 @@ import {
 import { join } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
 import type { FileEntry, FileHeader, ManifestEntry } from "../protocol/messages.ts";
-import { checkRelativePath, comparePaths, parentsOf } from "../protocol/paths.ts";
+import { checkRelativePath, comparePaths, parentOf } from "../protocol/paths.ts";
 import { LargeFileAssembly } from "./largeFileAssembly.ts";
 import type { SourceLayout } from "./layout.ts";
 import { readManifest } from "./manifestFile.ts";
@@ -51,7 +51,11 @@ export class StagingArea {
   bytesWritten = 0;
   private readonly journal: StagingJournal;
   private readonly assembly: LargeFileAssembly;
-  /** Directories of the staged tree known to exist, so each file costs no lstat per parent. */
+  /**
+   * Directories of the staged tree known to exist, so each file costs no lstat per parent.
+   * Closed under parents (a directory is added only once its parents are known, and
+   * removeStaged forgets whole subtrees), so a known parent means all of them are.
+   */
   private readonly knownDirectories = new Set<string>();
 
   constructor(layout: SourceLayout, base: string | null) {
@@ -167,10 +171,7 @@ export class StagingArea {
   putDirectory(path: string, mtime: number, mode: number): void {
     checkRelativePath(path);
     this.prepareParents(path);
-    const target = this.inTree(path);
-    const existing = lstatOrUndefined(target);
-    if (existing && !existing.isDirectory()) rmSync(target, { force: true });
-    if (!existing?.isDirectory()) mkdirSync(target, { mode: 0o755 });
+    this.makeDirectory(path);
     this.record({ put: { type: "dir", path, mtime, mode } }, false);
   }
 
@@ -340,24 +341,40 @@ export class StagingArea {
     return fsPath(`${this.tree}/${path}`);
   }
 
-  /** Makes every parent of `path` a real directory in the staged tree. */
+  /**
+   * Makes every parent of `path` a real directory in the staged tree. One lookup when the
+   * parent is known (the usual case: a directory's entries follow it), not one string
+   * built and hashed per parent, which cost O(depth²) per frame on a deep path and let one
+   * session of nested Directory frames hold the event loop for many seconds.
+   */
   private prepareParents(path: string): void {
-    for (const parent of parentsOf(path)) {
-      if (this.knownDirectories.has(parent)) continue;
-      const dir = this.inTree(parent);
-      const stat = lstatOrUndefined(dir);
-      if (stat && !stat.isDirectory()) rmSync(dir, { force: true });
-      if (!stat?.isDirectory()) mkdirSync(dir, { mode: 0o755 });
-      this.knownDirectories.add(parent);
+    const missing: string[] = [];
+    let dir = parentOf(path);
+    while (dir !== undefined && !this.knownDirectories.has(dir)) {
+      missing.push(dir);
+      dir = parentOf(dir);
     }
+    for (let i = missing.length - 1; i >= 0; i--) this.makeDirectory(missing[i]!);
+  }
+
+  /** Makes `path`, whose parents are known, a real directory in the staged tree (replacing a non-directory). */
+  private makeDirectory(path: string): void {
+    if (this.knownDirectories.has(path)) return;
+    const dir = this.inTree(path);
+    const stat = lstatOrUndefined(dir);
+    if (stat && !stat.isDirectory()) rmSync(dir, { force: true });
+    if (!stat?.isDirectory()) mkdirSync(dir, { mode: 0o755 });
+    this.knownDirectories.add(path);
   }
 
   private removeStaged(path: string): void {
     rmSync(this.inTree(path), { recursive: true, force: true });
-    // Whatever was under it is gone too.
-    for (const dir of this.knownDirectories) {
-      if (dir === path || dir.startsWith(`${path}/`)) this.knownDirectories.delete(dir);
-    }
+    // Whatever was under it is gone too. Only a known directory has known ones under it
+    // (they are closed under parents): a Delete, Symlink or Link of anything else costs no
+    // scan of them all.
+    if (!this.knownDirectories.delete(path)) return;
+    const under = `${path}/`;
+    for (const dir of this.knownDirectories) if (dir.startsWith(under)) this.knownDirectories.delete(dir);
   }
 }
 

@@ -1,17 +1,19 @@
 /**
  * One source cannot stall the others. A receiver serves every session on one event loop,
- * so a session whose frames are cheap to send but were expensive to handle held all of
- * them: a valid path of ~4 KiB sent as ~2,000 nested Directory frames (a, a/a, a/a/a...,
- * each one level deeper) once cost O(depth²) per frame (every parent of the path rebuilt
- * and hashed for every frame), some 30 s in all, and another source's trivial session
- * took seconds instead of tens of milliseconds.
+ * so a session whose frames are cheap to send but expensive to handle holds all of them.
+ * The case measured: a valid path of ~4 KiB sent as ~2,000 nested Directory frames (a,
+ * a/a, a/a/a..., each one level deeper). Staging once rebuilt and hashed every parent of
+ * the path for every frame, O(depth²) per frame (~33 ms at depth 2,000, ~30 s for the
+ * session), and handled all the frames the peer had queued without letting the loop turn:
+ * another source's trivial session took 4-21 s (median 6-7 s) instead of ~10 ms.
  *
- * This starts a real receiver process, measures source B's trivial sessions (a raw
- * compare: TLS handshake, Hello, Welcome, Entries, EntriesEnd) with no other load, then
- * again while a peer with a valid certificate for source A sends those frames over and
- * over (each of its sessions ends as bad-path once the path no longer fits under the
- * receiver's root, and the next one resumes it), and asserts that B stays fast. The bound
- * is loose on purpose (a loaded 2-core machine), but far below what the stall costs.
+ * This starts a real receiver process and measures source B's trivial sessions (a raw
+ * compare: TLS handshake, Hello, Welcome, Entries, EntriesEnd) alone, then while a peer
+ * with a valid certificate for source A sends those frames over and over (each of its
+ * sessions ends as bad-path once the path no longer fits under the receiver's root, and
+ * the next one resumes what it staged), and asserts that B stays fast. The bounds are
+ * loose on purpose (a loaded 2-core machine: B took 50-850 ms there), and far below what
+ * the stall costs.
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
@@ -20,8 +22,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect, type TLSSocket } from "node:tls";
-import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
-import { decodeMessage, encodeJson, type Message } from "../../agent/protocol/messages.ts";
+import { type Frame, FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
+import { decodeMessage, encodeJson, PROTOCOL_VERSIONS } from "../../agent/protocol/messages.ts";
 import {
   makeStandaloneCerts,
   runOffsite,
@@ -39,10 +41,10 @@ const DEPTH = 2047;
 const PROBES = 8;
 /**
  * B's bounds while A misbehaves: the median, and any one session (an outlier on a loaded
- * machine is allowed, a stall is not). Without other load a session takes ~20-60 ms here.
+ * machine is allowed, a stall is not). Alone, a session takes ~10-30 ms.
  */
-const MEDIAN_BOUND_MS = 1000;
-const MAX_BOUND_MS = 4000;
+const MEDIAN_BOUND_MS = 1500;
+const MAX_BOUND_MS = 5000;
 
 interface Credentials {
   ca: string;
@@ -63,14 +65,14 @@ async function connectAs(port: number, credentials: Credentials): Promise<TLSSoc
 }
 
 /** The frames a socket receives, one at a time; undefined once it closed. */
-function messagesOf(socket: TLSSocket): () => Promise<Message | undefined> {
+function framesOf(socket: TLSSocket): () => Promise<Frame | undefined> {
   const decoder = new FrameDecoder();
-  const queue: Message[] = [];
+  const queue: Frame[] = [];
   let closed = false;
   let wake: (() => void) | undefined;
   socket.on("data", (bytes: Buffer) => {
     decoder.push(bytes);
-    for (let frame = decoder.next(); frame; frame = decoder.next()) queue.push(decodeMessage(frame));
+    for (let frame = decoder.next(); frame; frame = decoder.next()) queue.push(frame);
     wake?.();
   });
   socket.on("close", () => {
@@ -84,7 +86,13 @@ function messagesOf(socket: TLSSocket): () => Promise<Message | undefined> {
 }
 
 const hello = (role: "push" | "compare", source: string) =>
-  encodeJson(FrameType.Hello, { versions: [1], role, site: SITE, source, client: "fairness-test" });
+  encodeJson(FrameType.Hello, {
+    versions: [...PROTOCOL_VERSIONS],
+    role,
+    site: SITE,
+    source,
+    client: "fairness-test",
+  });
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const round = (values: number[]) => values.map((ms) => Math.round(ms));
@@ -140,11 +148,12 @@ describe("a receiver serving one source while another misbehaves", () => {
     const started = performance.now();
     const socket = await connectAs(receiver.port, victim);
     try {
-      const next = messagesOf(socket);
+      const next = framesOf(socket);
       socket.write(hello("compare", VICTIM));
       for (;;) {
-        const message = await next();
-        assert.ok(message, "the receiver closed B's session before EntriesEnd");
+        const frame = await next();
+        assert.ok(frame, "the receiver closed B's session before EntriesEnd");
+        const message = decodeMessage(frame);
         assert.notEqual(message.type, FrameType.Error, JSON.stringify(message));
         if (message.type === FrameType.EntriesEnd) break;
       }
@@ -171,14 +180,16 @@ describe("a receiver serving one source while another misbehaves", () => {
 
   /**
    * Source A's sessions, one after the other until stopped: Hello, then DEPTH nested
-   * Directory frames at once. Records when each was being served (from its Welcome to
-   * its end) and how each ended.
+   * Directory frames at once. Records when each was in progress (from its Hello to its
+   * end: resuming what the one before staged is part of it) and how each ended. What the
+   * receiver sends is read but not decoded (the Entries of a resumed session are some
+   * 4 MB), so as not to slow B's client in this same process.
    */
   function startHostile() {
-    const served: [number, number][] = [];
+    const sessions: [number, number][] = [];
     const endings: string[] = [];
     let stopped = false;
-    let current: { socket: TLSSocket; welcomed?: number } | undefined;
+    let current: { socket: TLSSocket; started: number } | undefined;
     const frames: Buffer[] = [];
     let path = "";
     for (let depth = 1; depth <= DEPTH; depth++) {
@@ -189,22 +200,17 @@ describe("a receiver serving one source while another misbehaves", () => {
     const firstWelcome = new Promise<void>((resolveFirst, reject) => {
       void (async () => {
         while (!stopped) {
-          const session: { socket: TLSSocket; welcomed?: number } = {
-            socket: await connectAs(receiver.port, hostile),
-          };
-          current = session;
-          const next = messagesOf(session.socket);
-          session.socket.write(hello("push", HOSTILE));
-          session.socket.write(payload);
+          const socket = await connectAs(receiver.port, hostile);
+          const session = (current = { socket, started: performance.now() });
+          const next = framesOf(socket);
+          socket.write(hello("push", HOSTILE));
+          socket.write(payload);
           let ending = "closed";
-          for (let message = await next(); message; message = await next()) {
-            if (message.type === FrameType.Welcome) {
-              session.welcomed = performance.now();
-              resolveFirst();
-            }
-            if (message.type === FrameType.Error) ending = message.code;
+          for (let frame = await next(); frame; frame = await next()) {
+            if (frame.type === FrameType.Welcome) resolveFirst();
+            if (frame.type === FrameType.Error) ending = (decodeMessage(frame) as { code: string }).code;
           }
-          if (session.welcomed !== undefined) served.push([session.welcomed, performance.now()]);
+          sessions.push([session.started, performance.now()]);
           endings.push(ending);
         }
       })().catch(reject);
@@ -212,14 +218,12 @@ describe("a receiver serving one source while another misbehaves", () => {
     return {
       endings,
       firstWelcome,
-      /** Stops; returns when A's sessions were being served (from Welcome to their end). */
+      /** Stops; returns when A's sessions were in progress. */
       stop(): [number, number][] {
         stopped = true;
-        const now = performance.now();
-        if (current?.welcomed !== undefined && !current.socket.destroyed)
-          served.push([current.welcomed, now]);
+        if (current && !current.socket.destroyed) sessions.push([current.started, performance.now()]);
         current?.socket.destroy();
-        return served;
+        return sessions;
       },
     };
   }
@@ -231,7 +235,7 @@ describe("a receiver serving one source while another misbehaves", () => {
 
     const hostilePeer = startHostile();
     let loaded: Awaited<ReturnType<typeof measureVictim>>;
-    let served: [number, number][];
+    let hostileSessions: [number, number][];
     let pushed: { code: number | null; stderr: string; ms: number } | undefined;
     try {
       await hostilePeer.firstWelcome;
@@ -245,18 +249,18 @@ describe("a receiver serving one source while another misbehaves", () => {
         pushed = { ...finished, ms: performance.now() - started };
       }
     } finally {
-      served = hostilePeer.stop();
+      hostileSessions = hostilePeer.stop();
     }
     const overlapping = loaded.at.filter(([start]) =>
-      served.some(([from, to]) => start >= from && start <= to),
+      hostileSessions.some(([from, to]) => start >= from && start <= to),
     );
     t.diagnostic(
       `B while A misbehaves: ${round(loaded.ms).join(", ")} ms (median ${Math.round(median(loaded.ms))}); ` +
-        `${overlapping.length} of them started while one of A's sessions was served; ` +
+        `${overlapping.length} of them started while one of A's sessions was in progress; ` +
         `A's sessions ended: ${hostilePeer.endings.join(", ") || "none yet"}` +
         (pushed ? `; B's CLI push took ${Math.round(pushed.ms)} ms` : ""),
     );
-    // Not vacuous: A's sessions were being served while B's ran.
+    // Not vacuous: A was misbehaving while B's sessions ran.
     assert.ok(overlapping.length >= loaded.ms.length / 2, "A was not misbehaving while B's sessions ran");
     assert.ok(
       Math.max(...loaded.ms) <= MAX_BOUND_MS,

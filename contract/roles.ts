@@ -12,6 +12,8 @@ import type { FilterOptions } from "./filters.ts";
 import { flags, type OptionsOf } from "./flags.ts";
 
 export const DEFAULT_PORT = 5722;
+/** Where the operator has a receiver serve its probes (`--health-port`). */
+export const DEFAULT_HEALTH_PORT = 5724;
 export const DEFAULT_MAX_CONCURRENT_JOBS = 16;
 /** A receiver ends a session whose client is silent this long (agent/PROTOCOL.md, "Timeouts"). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60_000;
@@ -56,6 +58,12 @@ export const receiveFlags = {
   idleTimeout: flags.duration(
     "End a session whose client sends or reads nothing for this long, freeing its source.",
     { default: DEFAULT_IDLE_TIMEOUT_MS },
+  ),
+  healthPort: flags.integer(
+    "Serve probes over HTTP on this port (0: off): GET /healthz answers while the process works, " +
+      "GET /readyz once it accepts TLS connections.",
+    { min: 0, max: 65535 },
+    { default: 0 },
   ),
 };
 export type ReceiveOptions = OptionsOf<typeof receiveFlags>;

@@ -142,6 +142,10 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
     idleTimeoutMs: options.idleTimeout,
     onEvent: (event) => output.event(event),
   });
+  const { startHealthServer } = await import("../receiver/healthServer.ts");
+  const health = options.healthPort
+    ? await startHealthServer(options.host, options.healthPort, () => receiver.accepting())
+    : undefined;
   output.event({
     event: "listening",
     port: receiver.port,
@@ -149,10 +153,11 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
     retention: retentionOf(options),
     maxConcurrentJobs: options.maxConcurrentJobs,
     suspendedSources: options.suspendedSources,
+    ...(health ? { healthPort: health.port } : {}),
   });
   await new Promise<void>((done) => {
     for (const signal of ["SIGINT", "SIGTERM"] as const)
-      process.once(signal, () => void receiver.close().then(done));
+      process.once(signal, () => void Promise.all([receiver.close(), health?.close()]).then(() => done()));
   });
   return 0;
 }

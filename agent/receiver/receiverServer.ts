@@ -59,6 +59,8 @@ export interface ReceiverOptions {
 
 export interface RunningReceiver {
   port: number;
+  /** True while the TLS listener accepts connections (the readiness probe). */
+  accepting(): boolean;
   close(): Promise<void>;
 }
 
@@ -102,6 +104,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   });
   return {
     port: (server.address() as AddressInfo).port,
+    accepting: () => server.listening,
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();

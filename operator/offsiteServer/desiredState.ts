@@ -11,7 +11,7 @@
 import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { renderFlags } from "../../contract/flags.ts";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
-import { receiveFlags, type ReceiveOptions } from "../../contract/roles.ts";
+import { DEFAULT_HEALTH_PORT, receiveFlags, type ReceiveOptions } from "../../contract/roles.ts";
 import { durationToMs, sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
 import {
@@ -33,6 +33,13 @@ export const RECEIVER_CERTS_DIR = "/etc/offsite/tls";
  * The receiver container's args: `offsite receive` with what the spec says, rendered from
  * the contract's flag table (contract/roles.ts), so the agent parses exactly these.
  */
+const HEALTH_PORT_NAME = "health";
+
+/** The receiver's probe port: the contract's default, unless the spec's port takes it. */
+function healthPortOf(spec: OffsiteServerSpec): number {
+  return spec.port === DEFAULT_HEALTH_PORT ? DEFAULT_HEALTH_PORT + 1 : DEFAULT_HEALTH_PORT;
+}
+
 export function receiverArguments(spec: OffsiteServerSpec): string[] {
   const options: ReceiveOptions = {
     root: RECEIVER_DATA_DIR,
@@ -44,6 +51,7 @@ export function receiverArguments(spec: OffsiteServerSpec): string[] {
     maxConcurrentJobs: spec.maxConcurrentJobs,
     suspendedSources: spec.suspendedSources,
     idleTimeout: durationToMs(spec.idleTimeout),
+    healthPort: healthPortOf(spec),
   };
   return ["receive", ...renderFlags(receiveFlags, options)];
 }
@@ -122,12 +130,19 @@ export function desiredStatefulSet({
               // A receiver that exits on an error leaves its last log lines (the agent's
               // JSON error line) as the termination message, which status reports.
               terminationMessagePolicy: "FallbackToLogsOnError",
-              ports: [{ name: RECEIVER_PORT_NAME, containerPort: spec.port, protocol: "TCP" }],
-              readinessProbe: { tcpSocket: { port: RECEIVER_PORT_NAME }, periodSeconds: 5 },
+              ports: [
+                { name: RECEIVER_PORT_NAME, containerPort: spec.port, protocol: "TCP" },
+                { name: HEALTH_PORT_NAME, containerPort: healthPortOf(spec), protocol: "TCP" },
+              ],
+              // HTTP probes answered by the receiver's event loop (agent/receiver/healthServer.ts):
+              // a TCP probe of the TLS port passes even when the process hangs. Ready once it
+              // accepts TLS connections; restarted after ~30 s without an answer.
+              readinessProbe: { httpGet: { path: "/readyz", port: HEALTH_PORT_NAME }, periodSeconds: 5 },
               livenessProbe: {
-                tcpSocket: { port: RECEIVER_PORT_NAME },
-                periodSeconds: 20,
-                failureThreshold: 6,
+                httpGet: { path: "/healthz", port: HEALTH_PORT_NAME },
+                periodSeconds: 10,
+                timeoutSeconds: 5,
+                failureThreshold: 3,
               },
               ...(resources ? { resources } : {}),
               securityContext: {

@@ -6,7 +6,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
-import { DEFAULT_IDLE_TIMEOUT_MS } from "../../contract/roles.ts";
+import { DEFAULT_HEALTH_PORT, DEFAULT_IDLE_TIMEOUT_MS } from "../../contract/roles.ts";
 import { agentCommandLineOf } from "../../test/contract/agentCommandLine.ts";
 import { RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR } from "./desiredState.ts";
 import { aReceiverContainer } from "./fixtures.ts";
@@ -30,10 +30,22 @@ describe("the receiver's command line", () => {
       maxConcurrentJobs: 16,
       suspendedSources: [],
       idleTimeout: DEFAULT_IDLE_TIMEOUT_MS,
+      healthPort: DEFAULT_HEALTH_PORT,
     });
     // The paths it names are where the volumes are mounted.
     assert.equal(mounts.data, RECEIVER_DATA_DIR);
     assert.equal(mounts.tls, RECEIVER_CERTS_DIR);
+  });
+
+  it("serves its probes on the port the pod's HTTP probes ask, never the receiver's own", () => {
+    for (const port of [5722, DEFAULT_HEALTH_PORT]) {
+      const { commandLine, container } = receiverCommandLine({ port });
+      const health = container.ports!.find((p) => p.name === "health")!;
+      assert.equal(commandLine.options.healthPort, health.containerPort);
+      assert.notEqual(health.containerPort, port);
+      assert.deepEqual(container.readinessProbe?.httpGet, { path: "/readyz", port: "health" });
+      assert.deepEqual(container.livenessProbe?.httpGet, { path: "/healthz", port: "health" });
+    }
   });
 
   const specs: [string, Record<string, unknown>, Record<string, unknown>][] = [

@@ -130,7 +130,7 @@ const skip = realNodeUnavailable();
 const ownNode = !usingExistingCluster();
 const ownNodeOnly = ownNode
   ? undefined
-  : "kills a container process through the node's runtime, which only our own node exposes";
+  : "stops or kills a container process through the node's runtime, which only our own node exposes";
 
 describe("OffsiteServer on the real node, operator installed by helm", { skip }, () => {
   let cluster: (TestCluster & { stop(): Promise<void> }) | undefined;
@@ -509,6 +509,29 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     await restoreAndCompare("after-delete");
   });
 
+  /** The receiver container's PID 1 as the host sees it (through the node's CRI): the receiver itself. */
+  const receiverPid = async () => {
+    const containerId = (
+      await cluster!.node!.crictl([
+        "ps",
+        "-q",
+        "--name",
+        "^receiver$",
+        "--label",
+        `io.kubernetes.pod.namespace=${cluster!.namespace}`,
+        "--label",
+        `io.kubernetes.pod.name=${POD}`,
+      ])
+    ).stdout.trim();
+    assert.match(containerId, /^[0-9a-f]{64}$/);
+    const inspected = JSON.parse((await cluster!.node!.crictl(["inspect", containerId])).stdout) as {
+      info: { pid: number };
+    };
+    const pid = inspected.info.pid;
+    assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /receive/);
+    return pid;
+  };
+
   let restartsBeforeKill = -1;
   it(
     "kill -9 of the receiver process mid-push: the push fails, the kubelet restarts the container",
@@ -517,25 +540,7 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
       writeFileSync(join(tree(), "db", "large.bin"), randomBytes(384 * MiB));
       const before = await pod();
       restartsBeforeKill = before.status.containerStatuses![0]!.restartCount;
-      const containerId = (
-        await cluster!.node!.crictl([
-          "ps",
-          "-q",
-          "--name",
-          "^receiver$",
-          "--label",
-          `io.kubernetes.pod.namespace=${cluster!.namespace}`,
-          "--label",
-          `io.kubernetes.pod.name=${POD}`,
-        ])
-      ).stdout.trim();
-      assert.match(containerId, /^[0-9a-f]{64}$/);
-      const inspected = JSON.parse((await cluster!.node!.crictl(["inspect", containerId])).stdout) as {
-        info: { pid: number };
-      };
-      // The container's PID 1 as the host sees it: the receiver itself.
-      const pid = inspected.info.pid;
-      assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /receive/);
+      const pid = await receiverPid();
 
       const partial = join(await dataVolumePath(), SITE, SOURCE, "staging", "partial", "data");
       const interrupted = push();
@@ -582,6 +587,42 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
       assert.equal(report.resumed, true, "the staged part was resumed");
       assert.equal(report.files.sent, 1);
       await restoreAndCompare("resumed");
+    },
+  );
+
+  it(
+    "a hung receiver (SIGSTOP) fails its HTTP liveness probe and the kubelet restarts it",
+    { skip: ownNodeOnly },
+    async () => {
+      const before = await pod();
+      const restarts = before.status.containerStatuses![0]!.restartCount;
+      // Stopped, it still has its TCP port open (the kernel accepts): only an HTTP probe,
+      // answered by its event loop, can tell it hangs.
+      process.kill(await receiverPid(), "SIGSTOP");
+      const started = performance.now();
+      const restarted = await eventually(
+        "the kubelet restarting the hung receiver",
+        async () => {
+          const p = await pod();
+          const status = p.status.containerStatuses?.[0];
+          return status && status.restartCount > restarts && podReady(p) ? p : undefined;
+        },
+        240_000,
+        1000,
+      );
+      process.stderr.write(
+        `[offsiteServer] hung receiver restarted after ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+      );
+      assert.equal(restarted.metadata.uid, before.metadata.uid, "the same pod: the container was restarted");
+      const events = JSON.parse(
+        await inSuite(["get", "events", "--field-selector", `involvedObject.name=${POD}`, "-o", "json"]),
+      ) as { items: { reason: string; message: string }[] };
+      assert.ok(
+        events.items.some((e) => e.reason === "Unhealthy" && /Liveness probe failed/.test(e.message)),
+        JSON.stringify(events.items.map((e) => `${e.reason}: ${e.message}`)),
+      );
+      const report = reportOf(await pushWhenReachable());
+      assert.equal(report.files.sent, 0, "it serves its data again");
     },
   );
 

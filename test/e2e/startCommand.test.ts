@@ -12,8 +12,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runKubectl } from "../cluster/controlPlane.ts";
-import { leftovers } from "../cluster/node/hostState.ts";
-import { whileHoldingNodeLock } from "../cluster/node/realNode.ts";
 import { realNodeUnavailable, usingExistingCluster } from "../cluster/testCluster.ts";
 import { runStartCommand } from "../fixtures/startCommand.ts";
 import { reportOf, runOffsite } from "../agent/agentProcesses.ts";
@@ -92,8 +90,10 @@ describe("npm start on the real node", { skip }, () => {
         130,
         "npm start stops on Ctrl-C with the shell's code for SIGINT",
       );
-      // Under the node lock: another suite's node must not be starting while we look.
-      assert.deepEqual(await whileHoldingNodeLock(leftovers), [], "Ctrl-C left nothing of the node");
+      // Checked by npm start itself while it still held the node's lock: once it is gone,
+      // another suite's node (or the orphans realNodeTeardown makes on purpose) may be there.
+      assert.doesNotMatch(start.output(), /left behind/);
+      assert.match(start.output(), /\[real node\] swept at exit: nothing left/);
     } finally {
       await start.dispose();
       rmSync(work, { recursive: true, force: true });

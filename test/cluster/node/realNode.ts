@@ -167,9 +167,17 @@ export class RealNode {
     // handlers of managedProcess.ts kill our daemons and this one sweeps up the rest:
     // shims, containers, mounts, links (sweep is synchronous, as exit handlers must be).
     // Only SIGKILL skips it; the next run's sweep cleans up then.
+    // What it left is checked before the lock goes (then another suite's node may start):
+    // said on stderr, for whoever ran this process (npm start's Ctrl-C test reads it).
     const onExit = () => {
       if (!node.releaseLock) return;
       sweep();
+      const left = leftovers();
+      process.stderr.write(
+        left.length === 0
+          ? "[real node] swept at exit: nothing left\n"
+          : `[real node] left behind after the sweep at exit: ${left.join("; ")}\n`,
+      );
       node.releaseLock();
     };
     process.once("exit", onExit);

@@ -25,6 +25,7 @@ export const FrameType = {
   Link: 0x18,
   Zeros: 0x19,
   HardLink: 0x1a,
+  Abandon: 0x1b,
   Commit: 0x20,
   Committed: 0x21,
   Error: 0x7f,

@@ -20,6 +20,8 @@ export const BYTE_NAMES_VERSION = 2;
 export const ZEROS_VERSION = 2;
 /** The first version with hard links (FileEntry.hardLink, the HardLink frame). */
 export const HARD_LINKS_VERSION = 2;
+/** The first version whose sender can abandon a large file it cannot read to the end. */
+export const ABANDON_VERSION = 2;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
 /**
@@ -106,6 +108,8 @@ const schemas = {
   [FrameType.Link]: z.strictObject({ path, from: path, mtime, mode, sha256 }),
   /** `path` is another name of `to`, a file of this version earlier in path order (version 2). */
   [FrameType.HardLink]: z.strictObject({ path, to: path }),
+  /** Inside Begin..End: the sender cannot read the rest; the file is not in this job (version 2). */
+  [FrameType.Abandon]: z.strictObject({ reason: z.string().max(1000) }),
   [FrameType.Commit]: z.strictObject({
     files: size,
     bytes: size,

@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import {
+  ABANDON_VERSION,
   BYTE_NAMES_VERSION,
   encodeJson,
   type FileEntry,
@@ -38,6 +39,7 @@ import {
 } from "../source/scanTree.ts";
 import { whatChanged } from "../source/whatChanged.ts";
 import {
+  AbandonedFile,
   chunkOffsets,
   readSmallFile,
   sendLargeFile,
@@ -299,12 +301,21 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             ...(base?.chunks ? { base: { path: base.path, offsets: chunkOffsets(base.chunks) } } : {}),
             ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
             zeros: session.welcome.version >= ZEROS_VERSION,
+            abandon: session.welcome.version >= ABANDON_VERSION,
           });
         } catch (error) {
+          // Unreadable halfway (an EIO): the receiver dropped what it staged and keeps its
+          // previous copy; the file is reported like any unreadable entry.
+          if (error instanceof AbandonedFile) {
+            unreadable(entry.path, error.cause);
+            advance(entry);
+            continue;
+          }
           // Opening the file and reading its first chunk come before any frame: a file that
           // is gone or unreadable has sent nothing, and an open one cannot vanish under its
           // reader. A read error once Begin has gone (EIO halfway) cannot be taken back in
           // protocol version 1: the job fails, and the next push resumes what was staged.
+          // (Version 2 abandons the file instead: AbandonedFile above.)
           if (connection.bytesWritten !== written) {
             if (!isEntryProblem(error)) throw error;
             throw new Error(

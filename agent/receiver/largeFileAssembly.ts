@@ -240,6 +240,13 @@ export class LargeFileAssembly {
     if (this.partial) this.writeChunkGroup(this.partial);
   }
 
+  /** The sender could not read the file to its end: it is dropped, staged data and all. */
+  abandon(): void {
+    this.requirePartial("Abandon");
+    this.close();
+    this.remove();
+  }
+
   /** Closes the file in progress; what is on disk stays to resume from. */
   close(): void {
     if (!this.partial) return;

@@ -340,6 +340,9 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
       case FrameType.Zeros:
         staging.appendZeros(message.length);
         break;
+      case FrameType.Abandon:
+        staging.abandon();
+        break;
       case FrameType.End:
         staging.end(message.size, message.sha256);
         break;

@@ -265,6 +265,11 @@ export class StagingArea {
     this.assembly.appendZeros(length);
   }
 
+  /** The file in Begin..End is not part of this job: the new version keeps the previous copy. */
+  abandon(): void {
+    this.assembly.abandon();
+  }
+
   end(size: number, sha256: string): void {
     const file = this.assembly.end(size, sha256);
     this.placeFile(file.data, file.path, file.mtime);

@@ -21,6 +21,7 @@ import {
 } from "../protocol/messages.ts";
 import { fsPath, printableName } from "../protocol/byteNames.ts";
 import { isAllZeros, zerosHash } from "../chunking/zeros.ts";
+import { isEntryProblem, problemReason } from "../source/scanTree.ts";
 
 export interface LargeFileSend {
   path: string;
@@ -34,6 +35,19 @@ export interface LargeFileSend {
   staged?: [number, string][];
   /** Chunks of zeros go as Zeros frames, holes at the other end (protocol version 2). */
   zeros?: boolean;
+  /**
+   * A read error once Begin has gone sends Abandon and throws AbandonedFile (the job goes
+   * on without the file) instead of failing the job (protocol version 2).
+   */
+  abandon?: boolean;
+}
+
+/** A large file abandoned mid-way because it could not be read: `cause` says why. */
+export class AbandonedFile extends Error {
+  constructor(path: string, cause: unknown) {
+    super(`${path}: abandoned after part of it was sent: ${(cause as Error).message}`, { cause });
+    this.name = "AbandonedFile";
+  }
 }
 
 export interface SentFile {
@@ -111,7 +125,20 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
   let skipping = file.staged !== undefined && file.staged.length > 0;
   // Refuse a link or a special file before the first frame (chunksOf opens by name again).
   closeSync(openRegularFile(file.file));
-  for (const { bytes } of chunksOf(file.file)) {
+  const chunks = chunksOf(file.file);
+  for (;;) {
+    let next: IteratorResult<{ bytes: Buffer }>;
+    try {
+      next = chunks.next();
+    } catch (error) {
+      // Before Begin nothing was sent: the caller reports the file. After it, the receiver
+      // must drop what it staged, and the job goes on (PROTOCOL.md, "Sessions").
+      if (!begun || file.abandon !== true || !isEntryProblem(error)) throw error;
+      await connection.send(encodeJson(FrameType.Abandon, { reason: problemReason(error) }));
+      throw new AbandonedFile(file.path, error);
+    }
+    if (next.done) break;
+    const { bytes } = next.value;
     whole.update(bytes);
     size += bytes.length;
     count++;

@@ -1,7 +1,7 @@
 /**
  * A fuzz of push streams against a receiver: random sequences of every frame a pusher
- * sends (Directory, File, Symlink, Delete, Link, HardLink, Begin with Data, Zeros and Copy,
- * End, Commit), over names drawn from a pool of byte names (escaped Latin-1, 0xff) and
+ * sends (Directory, File, Symlink, Delete, Link, HardLink, Begin with Data, Zeros, Copy and
+ * Abandon, End, Commit), over names drawn from a pool of byte names (escaped Latin-1, 0xff) and
  * hostile ones (`..`, absolute, a surrogate that stands for no byte, escaped UTF-8), with
  * right and wrong hashes. After every session, whatever the receiver answered: nothing
  * outside its root changed, its store holds no symlink, and the current version's
@@ -224,6 +224,7 @@ describe("a receiver fuzzed with random push streams", () => {
           frames.push(encodeJson(FrameType.Begin, { path, mtime: 0, mode: 0o644 }));
           frames.push(encodeFrame(FrameType.Data, data), encodeZeros(zeros.length));
           if (!tidy && random() < 0.2) frames.push(encodeCopy(0, 10, "1".repeat(64)));
+          if (!tidy && random() < 0.15) frames.push(encodeJson(FrameType.Abandon, { reason: "fuzz" }));
           const sha256 = tidy || random() < 0.85 ? sha256Hex(whole) : "2".repeat(64);
           frames.push(encodeJson(FrameType.End, { size: whole.length, sha256 }));
           filesThisRound.push(path);

@@ -143,9 +143,18 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
     onEvent: (event) => output.event(event),
   });
   const { startHealthServer } = await import("../receiver/healthServer.ts");
-  const health = options.healthPort
-    ? await startHealthServer(options.host, options.healthPort, () => receiver.accepting())
-    : undefined;
+  let health;
+  try {
+    health = options.healthPort
+      ? await startHealthServer(options.host, options.healthPort, () => receiver.accepting())
+      : undefined;
+  } catch (error) {
+    // No probes, no receiver: one that serves without them would never be restarted.
+    await receiver.close();
+    throw new Error(`cannot serve probes on port ${options.healthPort}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
   output.event({
     event: "listening",
     port: receiver.port,

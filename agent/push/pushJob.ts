@@ -199,10 +199,13 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       if (entry.type === "file" && entry.hardLinkOf !== undefined) {
         const to = entry.hardLinkOf;
         // Unchanged only if what it names is too: the receiver checks both are one file.
+        const first = entries.get(to);
         const same =
           known?.type === "file" &&
           known.hardLink === to &&
           unchangedFiles.has(to) &&
+          first?.type === "file" &&
+          first.sha256 === known.sha256 &&
           whatChanged(entry, known, { checksum: false }).kind === "unchanged";
         if (same) {
           report.files.unchanged++;

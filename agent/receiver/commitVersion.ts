@@ -102,15 +102,21 @@ export function commitVersion(
       if (entry.hardLink !== undefined) {
         // Another name of an earlier file of this version, placed above in path order.
         const first = byPath.get(entry.hardLink);
-        if (first?.type !== "file" || first.hardLink !== undefined || first.sha256 !== entry.sha256) {
+        if (first?.type === "file" && first.hardLink === undefined && first.sha256 === entry.sha256) {
+          rmSync(target, { recursive: true, force: true });
+          linkSync(fsPath(join(tree, entry.hardLink)), target);
+          continue;
+        }
+        // Sent in this job, it must name the same file; carried from the base (it was under
+        // an unreadable directory, or an older pusher did not know it), its first name
+        // changed or went: it is a file of its own again, with the content it had.
+        if (staging.changes.has(entry.path) || staging.base === null) {
           throw new ProtocolError(
             "inconsistent-tree",
             `${entry.path} is a hard link of ${entry.hardLink}, which is not the same file in the new version`,
           );
         }
-        rmSync(target, { recursive: true, force: true });
-        linkSync(fsPath(join(tree, entry.hardLink)), target);
-        continue;
+        delete (entry as { hardLink?: string }).hardLink;
       }
       // A staged file was verified when it arrived (or when the journal was replayed).
       if (staging.changes.has(entry.path)) continue;

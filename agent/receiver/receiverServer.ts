@@ -16,6 +16,7 @@ import { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import {
   encodeChunkList,
+  BYTE_NAMES_VERSION,
   encodeJson,
   HARD_LINKS_VERSION,
   type ManifestEntry,
@@ -31,6 +32,7 @@ import { readManifest, comparePaths } from "./manifestFile.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy } from "./retention.ts";
 import { StagingArea } from "./staging.ts";
 import { sendTree } from "../transfer/sendTree.ts";
+import { hasEscapedBytes } from "../protocol/byteNames.ts";
 
 export interface ReceiverOptions {
   root: string;
@@ -197,7 +199,7 @@ async function handleSession(
       await connection.send(
         encodeJson(FrameType.Welcome, { version: protocol, session, base: current, resumed }),
       );
-      await sendEntries(connection, staging.effectiveEntries(), staging.partialState());
+      await sendEntries(connection, staging.effectiveEntries(), staging.partialState(), protocol);
       const result = await receivePush(connection, staging, options.retention ?? DEFAULT_RETENTION);
       emit({
         event: "committed",
@@ -224,7 +226,7 @@ async function handleSession(
     );
     const entries = readManifest(layout.manifestOf(wanted));
     if (hello.role === "compare") {
-      await sendEntries(connection, entries, undefined);
+      await sendEntries(connection, entries, undefined, protocol);
       await connection.close();
     } else {
       const summary = await sendTree(
@@ -269,15 +271,33 @@ async function handleSession(
 }
 
 /**
+ * The receiver's view as a version-1 peer can take it (PROTOCOL.md, "Versioning"): no
+ * `hardLink` (its schema refuses unknown keys), and no entry whose name or target is not
+ * UTF-8, which it could neither scan nor match: left out, so it is neither deleted by an
+ * older pusher nor reported by an older compare, and the receiver carries it over.
+ */
+function* asVersion1(entries: Iterable<ManifestEntry>): Iterable<ManifestEntry> {
+  for (const entry of entries) {
+    if (hasEscapedBytes(entry.path) || (entry.type === "symlink" && hasEscapedBytes(entry.target))) continue;
+    if (entry.type === "file" && entry.hardLink !== undefined) {
+      const { hardLink: _, ...plain } = entry;
+      yield plain;
+    } else yield entry;
+  }
+}
+
+/**
  * The receiver's view for a push or compare: Entries frames of at most ENTRIES_BYTES of
  * JSON each, every large file's chunk list in ChunkList frames right after the Entries
  * frame that names it, then the partial file's durable chunks, then EntriesEnd.
  */
 async function sendEntries(
   connection: FramedConnection,
-  entries: Iterable<ManifestEntry>,
+  all: Iterable<ManifestEntry>,
   partial: { path: string; chunks: [number, string][] } | undefined,
+  protocol: number,
 ): Promise<void> {
+  const entries = protocol >= BYTE_NAMES_VERSION ? all : asVersion1(all);
   let batch: ManifestEntry[] = [];
   let batchBytes = 0;
   let chunkLists: Buffer[] = [];

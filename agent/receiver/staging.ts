@@ -89,13 +89,15 @@ export class StagingArea {
       (JSON.parse(readFileSync(baseFile, "utf8")) as { base: string | null }).base === this.base &&
       existsSync(this.tree)
     ) {
-      // Trust a staged file only if it is still there with the size it was logged with.
+      // Trust a staged file only if it is still there with the size it was logged with;
+      // a hard link has nothing on disk until the commit links it.
       this.journal.replay((entry) => {
-        if (entry.type !== "file") return true;
+        if (entry.type !== "file" || entry.hardLink !== undefined) return true;
         const stat = lstatOrUndefined(this.inTree(entry.path));
         return stat !== undefined && stat.isFile() && stat.size === entry.size;
       });
-      for (const [path, entry] of this.changes) if (entry?.type === "file") this.written.add(path);
+      for (const [path, entry] of this.changes)
+        if (entry?.type === "file" && entry.hardLink === undefined) this.written.add(path);
       resumed = true;
     }
     if (!resumed) {

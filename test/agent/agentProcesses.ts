@@ -5,6 +5,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { join, resolve } from "node:path";
+import { connect } from "node:tls";
+import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
+import { decodeMessage, encodeJson, type ManifestEntry } from "../../agent/protocol/messages.ts";
+import { loadCredentials } from "../../agent/tlsCredentials.ts";
 
 const MAIN = resolve(import.meta.dirname, "../../agent/main.mjs");
 
@@ -132,4 +136,34 @@ export async function startReceiverProcess(
       await once(child, "exit");
     },
   };
+}
+
+/**
+ * The receiver's entries as a peer offering `versions` sees them: a raw compare session
+ * (Hello, Welcome, Entries..., EntriesEnd), for tests of what older peers are sent.
+ */
+export async function entriesSeenBy(
+  port: number,
+  certsDir: string,
+  site: string,
+  source: string,
+  versions: number[],
+): Promise<{ version: number; entries: ManifestEntry[] }> {
+  const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ...loadCredentials(certsDir) });
+  socket.on("error", () => undefined);
+  const decoder = new FrameDecoder();
+  socket.on("data", (bytes: Buffer) => decoder.push(bytes));
+  await once(socket, "secureConnect");
+  socket.write(encodeJson(FrameType.Hello, { versions, role: "compare", site, source, client: "test" }));
+  socket.end();
+  await once(socket, "close");
+  let version = 0;
+  const entries: ManifestEntry[] = [];
+  for (let frame = decoder.next(); frame; frame = decoder.next()) {
+    const message = decodeMessage(frame);
+    if (message.type === FrameType.Welcome) version = message.version;
+    if (message.type === FrameType.Entries) entries.push(...message.entries);
+    if (message.type === FrameType.Error) throw new Error(`${message.code}: ${message.message}`);
+  }
+  return { version, entries };
 }

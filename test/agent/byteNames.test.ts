@@ -24,6 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
+  entriesSeenBy,
   makeStandaloneCerts,
   reportOf,
   runOffsite,
@@ -31,6 +32,7 @@ import {
   type ReceiverProcess,
 } from "./agentProcesses.ts";
 import { startHookedReceiver } from "./hookedReceiver.ts";
+import { hasEscapedBytes } from "../../agent/protocol/byteNames.ts";
 
 const SITE = "0f0e0d0c-0b0a-4908-8706-050403020100";
 const SOURCE = "bytes-source";
@@ -123,6 +125,25 @@ describe("names that are not UTF-8", () => {
     );
     assert.equal(again.files.sent, 0, "nothing changed, nothing travels");
     assert.equal(again.files.unchanged, 6);
+
+    // A peer of version 1 is not shown names it could neither scan nor match (it would
+    // delete them), and the receiver carries them over.
+    const seen = (versions: number[]) => entriesSeenBy(receiver.port, certs, SITE, SOURCE, versions);
+    const v2 = await seen([2, 1]);
+    const v1 = await seen([1]);
+    assert.equal(v2.version, 2);
+    assert.equal(v1.version, 1);
+    assert.ok(v2.entries.some((e) => hasEscapedBytes(e.path)));
+    assert.deepEqual(
+      v1.entries.filter(
+        (e) => hasEscapedBytes(e.path) || (e.type === "symlink" && hasEscapedBytes(e.target)),
+      ),
+      [],
+    );
+    assert.ok(
+      v1.entries.some((e) => e.path === "caf\u00e9.txt"),
+      "UTF-8 names are shown",
+    );
   });
 
   it("carries a rename and an edit of byte-named files (Link and Copy against the base)", async () => {

@@ -5,11 +5,16 @@
  * being a link is a file of its own again. Real processes over TLS.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import {
+  chmodSync,
+  chownSync,
   linkSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -20,6 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
+  entriesSeenBy,
   makeStandaloneCerts,
   reportOf,
   runOffsite,
@@ -28,6 +34,7 @@ import {
 } from "./agentProcesses.ts";
 
 const SITE = "4b4b4b4b-0000-4000-8000-000000000002";
+const MAIN = join(import.meta.dirname, "..", "..", "agent", "main.mjs");
 const SOURCE = "links-source";
 
 interface PushReport {
@@ -116,6 +123,12 @@ describe("hard links", () => {
 
     const again = await push();
     assert.equal(again.files.unchanged, 6, "nothing changed, nothing travels");
+    // A peer of version 1 gets the entries without the field its schema would refuse.
+    const v1 = await entriesSeenBy(receiver.port, certs, SITE, SOURCE, [1]);
+    const v2 = await entriesSeenBy(receiver.port, certs, SITE, SOURCE, [2, 1]);
+    assert.equal(v2.entries.filter((e) => e.type === "file" && e.hardLink !== undefined).length, 3);
+    assert.equal(v1.entries.filter((e) => "hardLink" in e).length, 0);
+    assert.equal(v1.entries.length, v2.entries.length);
     const compared = await runOffsite([
       "compare",
       source,
@@ -140,3 +153,61 @@ describe("hard links", () => {
     assert.equal(readFileSync(join(restored, "z-config.txt"), "utf8"), "shared settings\n");
   });
 });
+
+describe(
+  "a hard link the pusher cannot see",
+  { skip: process.getuid?.() !== 0 && "needs root to push as nobody" },
+  () => {
+    it("keeps it as a file of its own when its first name changes meanwhile: the job is partial, not stuck", async () => {
+      const NOBODY = 65534;
+      const work = mkdtempSync(join(tmpdir(), "offsite-links-hidden-"));
+      chmodSync(work, 0o755);
+      const source = join(work, "source");
+      mkdirSync(join(source, "private"), { recursive: true });
+      writeFileSync(join(source, "a.txt"), "the first content\n");
+      linkSync(join(source, "a.txt"), join(source, "private", "b.txt"));
+      const made = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
+      chmodSync(join(work, "certs"), 0o755);
+      for (const name of ["", ...readdirSync(made.client)])
+        chownSync(join(made.client, name), NOBODY, NOBODY);
+      const receiver = await startReceiverProcess(join(work, "root"), made.receiver);
+      const pushAsNobody = async () => {
+        const child = spawn(
+          process.execPath,
+          [MAIN, "push", source, "--to", `127.0.0.1:${receiver.port}`, "--certs", made.client, "--json"],
+          { cwd: "/", uid: NOBODY, gid: NOBODY, stdio: ["ignore", "pipe", "pipe"] },
+        );
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+        const [code] = (await once(child, "close")) as [number | null];
+        return { code, signal: null, stdout, stderr };
+      };
+      try {
+        const first = await pushAsNobody();
+        assert.equal(first.code, 0, first.stderr);
+        // The second name goes out of sight, and the first is replaced by another file.
+        chmodSync(join(source, "private"), 0o700);
+        rmSync(join(source, "a.txt"));
+        writeFileSync(join(source, "a.txt"), "another file now\n");
+        const second = await pushAsNobody();
+        assert.equal(second.code, 3, second.stderr);
+        assert.equal(reportOf<{ outcome: string }>(second).outcome, "partial");
+        const current = join(work, "root", SITE, SOURCE, "current");
+        const entries = readFileSync(join(current, "manifest.jsonl"), "utf8")
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line) as { path: string; hardLink?: string });
+        const hidden = entries.find((e) => e.path === "private/b.txt");
+        assert.ok(hidden, "the hidden name is kept");
+        assert.equal(hidden.hardLink, undefined, "it is a file of its own now");
+        assert.equal(readFileSync(join(current, "tree", "private", "b.txt"), "utf8"), "the first content\n");
+        assert.equal(readFileSync(join(current, "tree", "a.txt"), "utf8"), "another file now\n");
+      } finally {
+        await receiver.stop();
+        rmSync(work, { recursive: true, force: true });
+      }
+    });
+  },
+);

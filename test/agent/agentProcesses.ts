@@ -41,6 +41,27 @@ export function runOffsite(args: string[], cwd?: string): Promise<Finished> {
   return startOffsite(args, cwd).finished;
 }
 
+/** The `offsite` CLI as the user `uid` (its group the same number), from `/`: a non-root agent. */
+export function runOffsiteAs(uid: number | undefined, args: string[]): Promise<Finished> {
+  if (uid === undefined) return runOffsite(args, "/");
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    cwd: "/",
+    uid,
+    gid: uid,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  return once(child, "close").then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+    stdout,
+    stderr,
+  }));
+}
+
 /** The JSON report a client printed on stdout (it prints JSON when stdout is not a terminal). */
 export function reportOf<T = Record<string, unknown>>(finished: Finished): T {
   const line = finished.stdout.trim().split("\n").at(-1);

@@ -5,9 +5,7 @@
  * being a link is a file of its own again. Real processes over TLS.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import {
   chmodSync,
   chownSync,
@@ -29,12 +27,12 @@ import {
   makeStandaloneCerts,
   reportOf,
   runOffsite,
+  runOffsiteAs,
   startReceiverProcess,
   type ReceiverProcess,
 } from "./agentProcesses.ts";
 
 const SITE = "4b4b4b4b-0000-4000-8000-000000000002";
-const MAIN = join(import.meta.dirname, "..", "..", "agent", "main.mjs");
 const SOURCE = "links-source";
 
 interface PushReport {
@@ -171,19 +169,16 @@ describe(
       for (const name of ["", ...readdirSync(made.client)])
         chownSync(join(made.client, name), NOBODY, NOBODY);
       const receiver = await startReceiverProcess(join(work, "root"), made.receiver);
-      const pushAsNobody = async () => {
-        const child = spawn(
-          process.execPath,
-          [MAIN, "push", source, "--to", `127.0.0.1:${receiver.port}`, "--certs", made.client, "--json"],
-          { cwd: "/", uid: NOBODY, gid: NOBODY, stdio: ["ignore", "pipe", "pipe"] },
-        );
-        let stdout = "";
-        let stderr = "";
-        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-        const [code] = (await once(child, "close")) as [number | null];
-        return { code, signal: null, stdout, stderr };
-      };
+      const pushAsNobody = () =>
+        runOffsiteAs(NOBODY, [
+          "push",
+          source,
+          "--to",
+          `127.0.0.1:${receiver.port}`,
+          "--certs",
+          made.client,
+          "--json",
+        ]);
       try {
         const first = await pushAsNobody();
         assert.equal(first.code, 0, first.stderr);

@@ -17,8 +17,7 @@
  * test hands to nobody.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { once } from "node:events";
+import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -33,16 +32,16 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { compareJob } from "../../agent/compare/compareJob.ts";
 import { pushJob } from "../../agent/push/pushJob.ts";
 import { NO_FILTERS } from "../../agent/source/filters.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
 import {
-  type Finished,
   makeStandaloneCerts,
   reportOf,
+  runOffsiteAs,
   startReceiverProcess,
   type ReceiverProcess,
 } from "./agentProcesses.ts";
@@ -51,7 +50,6 @@ import { startHookedReceiver, type HookedReceiver } from "./hookedReceiver.ts";
 const SITE = "3c3c3c3c-4d4d-4e5e-8f6f-7a7a7a7a7a7a";
 const SOURCE = "9b9b9b9b-0c0c-4d1d-8e2e-3f3f3f3f3f3f";
 const NOBODY = 65534;
-const MAIN = resolve(import.meta.dirname, "../../agent/main.mjs");
 const PARTIAL = 3;
 
 interface Problem {
@@ -72,21 +70,6 @@ interface CompareReport {
   missing: string[];
   extra: string[];
   problems: Problem[];
-}
-
-/** The `offsite` CLI as the user `uid` (its group the same number), from `/`. */
-async function runOffsiteAs(uid: number | undefined, args: string[]): Promise<Finished> {
-  const child = spawn(process.execPath, [MAIN, ...args], {
-    cwd: "/",
-    stdio: ["ignore", "pipe", "pipe"],
-    ...(uid === undefined ? {} : { uid, gid: uid }),
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  const [code, signal] = (await once(child, "close")) as [number | null, NodeJS.Signals | null];
-  return { code, signal, stdout, stderr };
 }
 
 /** Every path of a version's manifest, in its order. */

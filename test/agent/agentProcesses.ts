@@ -7,7 +7,12 @@ import { once } from "node:events";
 import { join, resolve } from "node:path";
 import { connect } from "node:tls";
 import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
-import { decodeMessage, encodeJson, type ManifestEntry } from "../../agent/protocol/messages.ts";
+import {
+  decodeMessage,
+  encodeJson,
+  type ManifestEntry,
+  type Message,
+} from "../../agent/protocol/messages.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
 
 const MAIN = resolve(import.meta.dirname, "../../agent/main.mjs");
@@ -160,6 +165,33 @@ export async function startReceiverProcess(
 }
 
 /**
+ * A raw session as a hand-written peer: connects with the credentials in `certsDir`,
+ * writes `frames` (Hello first), ends its side, and returns every message the receiver
+ * sent until it closed (a session still open after `timeoutMs` is cut).
+ */
+export async function rawSession(
+  port: number,
+  certsDir: string,
+  frames: Buffer[],
+  timeoutMs = 10_000,
+): Promise<Message[]> {
+  const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ...loadCredentials(certsDir) });
+  socket.on("error", () => undefined);
+  const decoder = new FrameDecoder();
+  socket.on("data", (bytes: Buffer) => decoder.push(bytes));
+  await once(socket, "secureConnect");
+  for (const frame of frames) socket.write(frame);
+  const closed = once(socket, "close");
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  socket.end();
+  await closed;
+  clearTimeout(timer);
+  const messages: Message[] = [];
+  for (let frame = decoder.next(); frame; frame = decoder.next()) messages.push(decodeMessage(frame));
+  return messages;
+}
+
+/**
  * The receiver's entries as a peer offering `versions` sees them: a raw compare session
  * (Hello, Welcome, Entries..., EntriesEnd), for tests of what older peers are sent.
  */
@@ -170,18 +202,10 @@ export async function entriesSeenBy(
   source: string,
   versions: number[],
 ): Promise<{ version: number; entries: ManifestEntry[] }> {
-  const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ...loadCredentials(certsDir) });
-  socket.on("error", () => undefined);
-  const decoder = new FrameDecoder();
-  socket.on("data", (bytes: Buffer) => decoder.push(bytes));
-  await once(socket, "secureConnect");
-  socket.write(encodeJson(FrameType.Hello, { versions, role: "compare", site, source, client: "test" }));
-  socket.end();
-  await once(socket, "close");
+  const hello = encodeJson(FrameType.Hello, { versions, role: "compare", site, source, client: "test" });
   let version = 0;
   const entries: ManifestEntry[] = [];
-  for (let frame = decoder.next(); frame; frame = decoder.next()) {
-    const message = decodeMessage(frame);
+  for (const message of await rawSession(port, certsDir, [hello])) {
     if (message.type === FrameType.Welcome) version = message.version;
     if (message.type === FrameType.Entries) entries.push(...message.entries);
     if (message.type === FrameType.Error) throw new Error(`${message.code}: ${message.message}`);

@@ -12,7 +12,6 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  readlinkSync,
   renameSync,
   rmSync,
   statSync,
@@ -30,6 +29,7 @@ import {
   startReceiverProcess,
   type ReceiverProcess,
 } from "./agentProcesses.ts";
+import { treeSnapshot } from "./testSupport.ts";
 
 interface PushReport {
   version: string;
@@ -48,23 +48,6 @@ interface CompareReport {
 
 const SITE = "0b8a2f4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
 const SOURCE = "7d3c9e21-5b6a-4c8d-9e0f-1a2b3c4d5e6f";
-
-/** Every regular file and symlink under dir, with content (or target), for comparing trees. */
-function treeSnapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (prefix: string) => {
-    for (const dirent of readdirSync(join(dir, prefix), { withFileTypes: true })) {
-      const path = prefix ? `${prefix}/${dirent.name}` : dirent.name;
-      if (dirent.isDirectory()) {
-        out[`${path}/`] = "dir";
-        walk(path);
-      } else if (dirent.isSymbolicLink()) out[path] = `-> ${readlinkSync(join(dir, path))}`;
-      else out[path] = readFileSync(join(dir, path)).toString("base64");
-    }
-  };
-  walk("");
-  return out;
-}
 
 describe("offsite push / compare / restore against a receiver process", () => {
   let work: string;

@@ -9,12 +9,10 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
-  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
-  readlinkSync,
   renameSync,
   rmSync,
   symlinkSync,
@@ -33,6 +31,7 @@ import {
 } from "./agentProcesses.ts";
 import { startHookedReceiver } from "./hookedReceiver.ts";
 import { hasEscapedBytes } from "../../agent/protocol/byteNames.ts";
+import { treeSnapshot } from "./testSupport.ts";
 
 const SITE = "0f0e0d0c-0b0a-4908-8706-050403020100";
 const SOURCE = "bytes-source";
@@ -43,27 +42,6 @@ function at(dir: string, ...parts: (string | number[])[]): Buffer {
     Buffer.from(`${dir}/`),
     ...parts.map((part) => (typeof part === "string" ? Buffer.from(part) : Buffer.from(part))),
   ]);
-}
-
-/** Every entry under `dir` by its raw relative bytes (hex): type, content or target. */
-function rawTree(dir: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (relative: Buffer) => {
-    const absolute = relative.length ? Buffer.concat([Buffer.from(`${dir}/`), relative]) : Buffer.from(dir);
-    for (const name of readdirSync(absolute, { encoding: "buffer" })) {
-      const rel = relative.length ? Buffer.concat([relative, Buffer.from("/"), name]) : name;
-      const path = Buffer.concat([Buffer.from(`${dir}/`), rel]);
-      const stat = lstatSync(path);
-      if (stat.isDirectory()) {
-        out.set(rel.toString("hex"), "dir");
-        walk(rel);
-      } else if (stat.isSymbolicLink()) {
-        out.set(rel.toString("hex"), `-> ${readlinkSync(path, { encoding: "buffer" }).toString("hex")}`);
-      } else out.set(rel.toString("hex"), readFileSync(path).toString("base64"));
-    }
-  };
-  walk(Buffer.alloc(0));
-  return out;
 }
 
 describe("names that are not UTF-8", () => {
@@ -106,10 +84,11 @@ describe("names that are not UTF-8", () => {
     assert.deepEqual(report.problems, []);
     assert.equal(report.files.sent, 6);
 
-    // The receiver stores the names as their bytes, not as U+FFFD.
-    const stored = rawTree(join(work, "root", SITE, SOURCE, "current", "tree"));
-    assert.ok(stored.has(Buffer.from("caf\xe9.txt", "latin1").toString("hex")), [...stored.keys()].join(" "));
-    assert.ok(stored.has(Buffer.from([0xff, 0xfe]).toString("hex")));
+    // The receiver stores the names as their bytes, not as U+FFFD (the snapshot reads
+    // names as bytes: "\udce9" is the byte 0xe9 on disk).
+    const stored = treeSnapshot(join(work, "root", SITE, SOURCE, "current", "tree"));
+    assert.ok("caf\udce9.txt" in stored, Object.keys(stored).join(" "));
+    assert.ok("\udcff\udcfe/" in stored);
 
     const compared = await run(["compare", source, "--to", to(), "--certs", certs]);
     assert.equal(compared.code, 0, compared.stdout + compared.stderr);
@@ -117,7 +96,7 @@ describe("names that are not UTF-8", () => {
     const restored = join(work, "restored");
     const back = await run(["restore", "--from", to(), "--certs", certs, restored]);
     assert.equal(back.code, 0, back.stderr);
-    assert.deepEqual(rawTree(restored), rawTree(source));
+    assert.deepEqual(treeSnapshot(restored), treeSnapshot(source));
     execFileSync("diff", ["-r", "--no-dereference", source, restored]);
 
     const again = reportOf<{ files: { sent: number; unchanged: number } }>(
@@ -162,7 +141,7 @@ describe("names that are not UTF-8", () => {
     const restored = join(work, "restored-2");
     const back = await run(["restore", "--from", to(), "--certs", certs, restored]);
     assert.equal(back.code, 0, back.stderr);
-    assert.deepEqual(rawTree(restored), rawTree(source));
+    assert.deepEqual(treeSnapshot(restored), treeSnapshot(source));
   });
 });
 

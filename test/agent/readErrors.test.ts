@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import {
   existsSync,
   mkdirSync,
@@ -30,6 +30,7 @@ import {
   startReceiverProcess,
   type ReceiverProcess,
 } from "./agentProcesses.ts";
+import { sha256Hex } from "./testSupport.ts";
 
 const SITE = "eio-site";
 const SOURCE = "eio-source";
@@ -47,8 +48,6 @@ function unavailable(): string | undefined {
   if (!existsSync("/dev/loop-control")) return "needs loop devices (/dev/loop-control)";
   return undefined;
 }
-
-const sha = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 
 describe("a read error in the middle of a large file", { skip: unavailable() }, () => {
   let work: string;
@@ -131,7 +130,7 @@ describe("a read error in the middle of a large file", { skip: unavailable() }, 
 
     const tree = join(work, "root", SITE, SOURCE, "current", "tree");
     assert.equal(readFileSync(join(tree, "notes.txt"), "utf8"), "second\n");
-    assert.equal(sha(readFileSync(join(tree, "big.bin"))), sha(first), "the previous copy stays");
+    assert.equal(sha256Hex(readFileSync(join(tree, "big.bin"))), sha256Hex(first), "the previous copy stays");
     assert.ok(!existsSync(join(work, "root", SITE, SOURCE, "staging", "partial")), "nothing is left staged");
   });
 });

@@ -10,7 +10,6 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { once } from "node:events";
 import {
   existsSync,
   lstatSync,
@@ -25,11 +24,9 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { connect } from "node:tls";
 import { fsPath, nameFromBytes } from "../../agent/protocol/byteNames.ts";
-import { encodeFrame, FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
+import { encodeFrame, FrameType } from "../../agent/protocol/frames.ts";
 import {
-  decodeMessage,
   encodeCopy,
   encodeFile,
   encodeJson,
@@ -38,8 +35,7 @@ import {
 } from "../../agent/protocol/messages.ts";
 import { comparePaths, parentsOf } from "../../agent/protocol/paths.ts";
 import { readManifest } from "../../agent/receiver/manifestFile.ts";
-import { loadCredentials } from "../../agent/tlsCredentials.ts";
-import { reportOf, runOffsite } from "./agentProcesses.ts";
+import { rawSession, reportOf, runOffsite } from "./agentProcesses.ts";
 import { startHookedReceiver, type HookedReceiver } from "./hookedReceiver.ts";
 import { prng, sha256Hex } from "./testSupport.ts";
 
@@ -100,37 +96,19 @@ describe("a receiver fuzzed with random push streams", () => {
 
   /** One session: Hello, the frames, Commit; resolves when the receiver closes it. */
   const session = async (frames: Buffer[]) => {
-    const credentials = loadCredentials(hooked.clientDir);
-    const socket = connect({
-      host: "127.0.0.1",
-      port: hooked.receiver.port,
-      servername: "localhost",
-      ...credentials,
-    });
-    socket.on("error", () => undefined);
-    const decoder = new FrameDecoder();
-    socket.on("data", (bytes: Buffer) => decoder.push(bytes));
-    await once(socket, "secureConnect");
     const hello = {
       versions: [...PROTOCOL_VERSIONS],
-      role: "push",
+      role: "push" as const,
       site: SITE,
       source: SOURCE,
       client: "fuzz",
     };
-    socket.write(encodeJson(FrameType.Hello, hello as never));
-    for (const frame of frames) socket.write(frame);
-    const closed = once(socket, "close");
-    const timer = setTimeout(() => socket.destroy(), 10_000);
-    socket.end();
-    await closed;
-    clearTimeout(timer);
-    let refused: string | undefined;
-    for (let frame = decoder.next(); frame; frame = decoder.next()) {
-      const message = decodeMessage(frame);
-      if (message.type === FrameType.Error) refused = `${message.code}: ${message.message}`;
-    }
-    return refused;
+    const answers = await rawSession(hooked.receiver.port, hooked.clientDir, [
+      encodeJson(FrameType.Hello, hello),
+      ...frames,
+    ]);
+    const error = answers.find((m) => m.type === FrameType.Error);
+    return error ? `${error.code}: ${error.message}` : undefined;
   };
 
   /** The current version's manifest and tree agree, and the store holds no link. */

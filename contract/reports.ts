@@ -17,6 +17,16 @@ export const CONTROL_API_VERSION = "v1";
 /** The default port of an agent's control endpoint (the data session's is 5722). */
 export const DEFAULT_CONTROL_PORT = 5723;
 
+/**
+ * Who may call an agent's control endpoint: a client certificate from the **operator's
+ * CA** with exactly this subject (CN and O). The operator's CA issues nothing else but
+ * agents' control serving certificates (CN `offsite-agent`), and no source certificate
+ * ever comes from it, so no site or source GUID can pose as the operator.
+ */
+export const OPERATOR_CONTROL_IDENTITY = { commonName: "offsite-operator", organization: "offsite-operator" };
+/** The subject of an agent's control serving certificate (issued by the operator's CA). */
+export const AGENT_CONTROL_COMMON_NAME = "offsite-agent";
+
 const guid = guidSchema();
 const timestamp = z.iso.datetime();
 const count = z.number().int().nonnegative();
@@ -55,8 +65,22 @@ export const jobRequest = z.strictObject({
   /** The directory inside the agent's view of the volume. */
   path: z.string().min(1).max(4096),
   target: z.strictObject({
+    /** host:port of the receiver (an OffsiteServer's Service name inside the cluster). */
     endpoint: z.string().min(1).max(300),
+    /** The receiver's CA (PEM); its serving certificate must chain to it. */
     caCertificate: z.string().min(1).max(16384),
+    /** Verify the receiver's certificate for this name instead of the endpoint's host. */
+    serverName: z.string().min(1).max(253).optional(),
+  }),
+  /**
+   * The source's client certificate for the data session (CN = source, O = site, from the
+   * target's CA) and its key, PEM. It travels with each job, so a sidecar holds no data-
+   * plane credential between jobs, a rotated certificate takes effect at the next job,
+   * and one sidecar can serve several BackupJobs with different targets.
+   */
+  credentials: z.strictObject({
+    certificate: z.string().min(1).max(16384),
+    privateKey: z.string().min(1).max(16384),
   }),
   filters: z.strictObject({
     include: z.array(globPattern).max(1000),
@@ -73,6 +97,8 @@ export const jobRequest = z.strictObject({
   checksum: z.boolean(),
   /** compare and restore: the version; the newest when absent. */
   version: versionId.optional(),
+  /** restore: remove files under `path` that the version does not hold (rsync --delete). */
+  deleteExtra: z.boolean().optional(),
   /** The run is abandoned (and resumes next time) past this many milliseconds. */
   deadlineMs: z.number().int().positive(),
 });
@@ -83,7 +109,7 @@ export const jobProgress = z.strictObject({
   type: z.literal("progress"),
   jobId: z.string().max(128),
   at: timestamp,
-  phase: z.enum(["scanning", "sending", "committing"]),
+  phase: z.enum(["scanning", "sending", "committing", "restoring"]),
   filesDone: count,
   filesTotal: count,
   bytesDone: count,
@@ -101,10 +127,38 @@ export const jobResult = z.strictObject({
   /** For a failure: the protocol's or the agent's stable code (busy, suspended, disk-full, ...). */
   code: z.string().max(64).optional(),
   message: z.string().max(4096).optional(),
-  files: z.strictObject({ scanned: count, changed: count, deleted: count, filtered: count }),
+  /**
+   * scanned: entries on the source; changed: sent or linked with new metadata (restore:
+   * written); deleted: removed from the version (restore: extra files removed); filtered:
+   * left out by filters; stopped: left out by the content firewall.
+   */
+  files: z.strictObject({ scanned: count, changed: count, deleted: count, filtered: count, stopped: count }),
+  /** sent: on the wire to the receiver; changed: content of the changed files (restore: written). */
   bytes: z.strictObject({ sent: count, changed: count }),
+  /** push: the job continued a session interrupted before (only what was not durable was sent). */
+  resumed: z.boolean().optional(),
+  /** compare: the counts and the first differences; the full report is GET /v1/jobs/{jobId}/report. */
+  compare: z
+    .strictObject({
+      match: z.boolean(),
+      added: count,
+      changed: count,
+      missing: count,
+      metadata: count,
+      first: z
+        .array(
+          z.strictObject({
+            path: z.string().max(4096),
+            kind: z.enum(["added", "changed", "missing", "metadata"]),
+          }),
+        )
+        .max(100),
+    })
+    .optional(),
   problems: z.array(z.strictObject({ path: z.string().max(4096), reason: z.string().max(256) })).max(1000),
 });
+export type JobResult = z.infer<typeof jobResult>;
+export type JobProgress = z.infer<typeof jobProgress>;
 export const jobEvent = z.discriminatedUnion("type", [jobProgress, jobResult]);
 export type JobEvent = z.infer<typeof jobEvent>;
 

@@ -10,6 +10,7 @@
 import { DEFAULT_RETENTION, RETENTION_LIMIT, type RetentionPolicy } from "./retention.ts";
 import type { FilterOptions } from "./filters.ts";
 import { flags, type OptionsOf } from "./flags.ts";
+import { DEFAULT_CONTROL_PORT } from "./reports.ts";
 
 export const DEFAULT_PORT = 5722;
 /** Where the operator has a receiver serve its probes (`--health-port`). */
@@ -65,8 +66,51 @@ export const receiveFlags = {
     { min: 0, max: 65535 },
     { default: 0 },
   ),
+  controlPort: flags.integer(
+    "Serve the control endpoint (GET /v1/receiver: check-ins and usage for the operator) on this " +
+      "port (0: off); needs --control-certs.",
+    { min: 0, max: 65535 },
+    { default: 0 },
+  ),
+  controlCerts: flags.text(
+    "Directory with the control endpoint's tls.crt and tls.key and ca.crt (the operator's CA), " +
+      "as for `offsite agent`.",
+    { placeholder: "DIR" },
+  ),
 };
 export type ReceiveOptions = OptionsOf<typeof receiveFlags>;
+
+/**
+ * `offsite agent`: the long-lived agent beside the data (a BackupJob's sidecar, a mover
+ * pod) that runs the jobs the operator sends to its control port (agent/CONTROL.md).
+ * It holds no data-plane credential: each job brings its own.
+ */
+export const agentFlags = {
+  controlCerts: flags.text(
+    "Directory with tls.crt and tls.key (this agent's control serving certificate) and ca.crt " +
+      "(the operator's CA: only its offsite-operator client certificate may send jobs). " +
+      "Read again at every connection, so a rotated Secret takes effect without a restart; " +
+      "while it is missing or unreadable the agent waits, reports it, and refuses connections.",
+    { required: true, placeholder: "DIR" },
+  ),
+  host: flags.text("Address to listen on.", { default: "0.0.0.0", placeholder: "ADDRESS" }),
+  controlPort: flags.integer(
+    "TCP port of the control endpoint (0: any free port).",
+    { min: 0, max: 65535 },
+    { default: DEFAULT_CONTROL_PORT },
+  ),
+  healthPort: flags.integer(
+    "Serve probes over HTTP on this port (0: off): GET /healthz while the process works, " +
+      "GET /readyz once the control endpoint accepts connections.",
+    { min: 0, max: 65535 },
+    { default: 0 },
+  ),
+  allowRestore: flags.switch(
+    "Accept restore jobs. Off for a backup sidecar (its data mount is read-only too), so the " +
+      "agent that protects the data can never write it; on in the operator's restore mover pods.",
+  ),
+};
+export type AgentOptions = OptionsOf<typeof agentFlags>;
 
 export function retentionOf(options: ReceiveOptions): RetentionPolicy {
   const { keepLast, keepDaily, keepWeekly, keepMonthly } = options;

@@ -52,6 +52,9 @@ export function receiverArguments(spec: OffsiteServerSpec): string[] {
     suspendedSources: spec.suspendedSources,
     idleTimeout: durationToMs(spec.idleTimeout),
     healthPort: healthPortOf(spec),
+    // The control endpoint (check-ins for status.sources) comes with the BackupJob work.
+    controlPort: 0,
+    controlCerts: undefined,
   };
   return ["receive", ...renderFlags(receiveFlags, options)];
 }

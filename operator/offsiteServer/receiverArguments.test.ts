@@ -31,6 +31,7 @@ describe("the receiver's command line", () => {
       suspendedSources: [],
       idleTimeout: DEFAULT_IDLE_TIMEOUT_MS,
       healthPort: DEFAULT_HEALTH_PORT,
+      controlPort: 0,
     });
     // The paths it names are where the volumes are mounted.
     assert.equal(mounts.data, RECEIVER_DATA_DIR);

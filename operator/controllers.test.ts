@@ -35,6 +35,8 @@ describe("the registered controllers", () => {
       relistPeriodMs: 60_000,
       identity: "test",
       defaultImage: "offsite/agent:test",
+      loadOperatorCa: () => Promise.reject(new Error("not started in this test")),
+      operatorNamespace: "offsite-system",
     });
     const text = await metrics.registry.metrics();
     const zero = (name: string, labels: Record<string, string>) =>

@@ -9,6 +9,7 @@
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Server } from "node:http";
+import { loadOperatorCa } from "./agentControl/operatorCa.ts";
 import { CONTROLLERS } from "./controllers.ts";
 import type { OperatorConfig } from "./runtime/config.ts";
 import { ControllerRuntime } from "./runtime/controllerRuntime.ts";
@@ -41,6 +42,8 @@ export class OperatorManager {
       relistPeriodMs: config.relistPeriod,
       identity: config.identity,
       defaultImage: config.agentImage,
+      loadOperatorCa: () => loadOperatorCa(kc, config.namespace),
+      operatorNamespace: config.namespace,
     });
   }
 

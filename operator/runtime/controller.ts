@@ -21,6 +21,7 @@
  * Cached objects are shared: never mutate them.
  */
 import type { KubeConfig, KubernetesObject, V1ObjectMeta } from "@kubernetes/client-node";
+import type { CertificateAndKey } from "../../pki/certificates.ts";
 import type { Condition } from "./conditions.ts";
 import type { EventRecorder } from "./events.ts";
 import type { Applier } from "./kubeApi.ts";
@@ -37,6 +38,10 @@ export interface ControllerContext {
   logger: Logger;
   /** The agent image when a spec names none. */
   defaultImage: string;
+  /** The operator's CA (agentControl/operatorCa.ts): signs the control plane's certificates. */
+  operatorCa: CertificateAndKey;
+  /** The operator's own namespace. */
+  operatorNamespace: string;
   now: () => Date;
   /**
    * An object of a watched resource from the runtime's cache, or undefined when the cache

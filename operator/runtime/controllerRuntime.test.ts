@@ -175,6 +175,8 @@ describe("one run of a controller, against a fake API server", () => {
       metrics: new OperatorMetrics(),
       logger,
       defaultImage: "offsite/agent:test",
+      operatorCa: { certificatePem: "", privateKeyPem: "" },
+      operatorNamespace: "offsite-system",
       now: () => new Date("2026-11-21T12:00:00Z"),
       cached: () => undefined,
     };

@@ -10,6 +10,7 @@
  * anyway, so nothing is lost by waiting.
  */
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import type { CertificateAndKey } from "../../pki/certificates.ts";
 import type { ControllerContext, ControllerDefinition, CustomObject, ObjectStatus } from "./controller.ts";
 import { EventRecorder } from "./events.ts";
 import { lifecycleStep, patchFinalizer } from "./finalizers.ts";
@@ -34,6 +35,9 @@ export interface ControllerRuntimeOptions {
   /** This replica's name, reported on Events. */
   identity: string;
   defaultImage: string;
+  /** Loaded when the controllers start (every start: a new leader reads it again). */
+  loadOperatorCa: () => Promise<CertificateAndKey>;
+  operatorNamespace: string;
   now?: () => Date;
 }
 
@@ -95,6 +99,8 @@ export class ControllerRuntime {
       metrics,
       logger,
       defaultImage: this.options.defaultImage,
+      operatorCa: await this.options.loadOperatorCa(),
+      operatorNamespace: this.options.operatorNamespace,
       now: this.options.now ?? (() => new Date()),
       cached<T extends KubernetesObject>(resource: WatchedResource, namespace: string, name: string) {
         const reflector = caches.get(resource.name);

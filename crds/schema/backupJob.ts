@@ -147,6 +147,10 @@ export const backupJobSpec = withRules(
           z.string().min(1).max(4096),
           "Directory to restore into; source.path when empty. Existing files that differ are replaced.",
         ).optional(),
+        deleteExtraFiles: described(
+          z.boolean(),
+          "Also remove files under the restore path that the version does not hold (rsync --delete).",
+        ).default(false),
       }),
       "Options of a Restore run.",
     ).optional(),
@@ -183,25 +187,65 @@ export const backupJobSpec = withRules(
   },
 );
 
+const count = () => z.number().int().nonnegative();
+
 const runSummary = z.object({
-  id: described(z.string().max(128), "Run identifier (also the version ID on the server for backups)."),
+  id: described(
+    z.string().max(128),
+    "Run identifier: when the run was started (UTC, e.g. 20261202T031500Z).",
+  ),
   mode: described(z.enum(["Backup", "Compare", "Restore"]), "What the run did."),
+  trigger: described(
+    z.enum(["Schedule", "Manual", "Created"]),
+    "What started it: the schedule, a new spec.manualTrigger, or the job's creation (a job without a schedule runs once).",
+  ).optional(),
   startTime: described(z.iso.datetime(), "When the run started."),
   completionTime: described(z.iso.datetime(), "When the run ended.").optional(),
   result: described(z.enum(["Running", "Succeeded", "Failed"]), "How the run ended."),
   message: described(z.string().max(4096), "Why it failed, or a one-line summary.").optional(),
-  filesScanned: described(z.number().int().nonnegative(), "Files looked at on the source.").optional(),
-  filesChanged: described(z.number().int().nonnegative(), "Files that were new or changed.").optional(),
+  reason: described(
+    z.string().max(64),
+    "For a failed attempt or run: a CamelCase reason (ReceiverUnreachable, DiskFull, CertificateInvalid, SourceSuspended, AgentGone, DeadlineExceeded, ...).",
+  ).optional(),
+  attempt: described(
+    z.number().int().min(1),
+    "The attempt in flight or the last one; a failed attempt is retried with back-off up to spec.backoffLimit times, resuming where it stopped.",
+  ).optional(),
+  jobId: described(
+    z.string().max(128),
+    "The id the agent knows the current attempt by; the operator re-attaches to it after a restart instead of starting it again.",
+  ).optional(),
+  agent: described(z.string().max(300), "The pod whose agent runs the attempt.").optional(),
+  nextAttemptTime: described(
+    z.iso.datetime(),
+    "When the next attempt starts, while a failed attempt waits out its back-off.",
+  ).optional(),
+  version: described(
+    z.string().max(128),
+    "The version the run wrote (Backup) or read (Compare, Restore).",
+  ).optional(),
+  durationSeconds: described(z.number().nonnegative(), "How long the run took.").optional(),
+  resumed: described(
+    z.boolean(),
+    "The run continued an interrupted session: only what was not yet durable was sent.",
+  ).optional(),
+  filesScanned: described(count(), "Files looked at on the source.").optional(),
+  filesChanged: described(count(), "Files that were new or changed (Restore: written).").optional(),
   filesDeleted: described(
-    z.number().int().nonnegative(),
-    "Files removed since the previous version.",
+    count(),
+    "Files removed since the previous version (Restore: extra files removed).",
   ).optional(),
-  filesFiltered: described(
-    z.number().int().nonnegative(),
-    "Files left out by filters or the content firewall.",
+  filesFiltered: described(count(), "Files left out by the filters.").optional(),
+  filesStopped: described(
+    count(),
+    "Files stopped by the content firewall (they stay on the source).",
   ).optional(),
-  bytesSent: described(z.number().int().nonnegative(), "Bytes sent over the network.").optional(),
-  bytesChanged: described(z.number().int().nonnegative(), "Bytes of changed content.").optional(),
+  filesUnreadable: described(
+    count(),
+    "Entries that could not be read; the version keeps their previous copy (the run is Succeeded with a message).",
+  ).optional(),
+  bytesSent: described(count(), "Bytes sent over the network.").optional(),
+  bytesChanged: described(count(), "Bytes of changed content.").optional(),
 });
 
 export const backupJobStatus = z.object({
@@ -236,6 +280,12 @@ export const backupJobStatus = z.object({
         "Bytes to process, once the scan is done.",
       ).optional(),
       percent: described(z.number().int().min(0).max(100), "Progress of the current run.").optional(),
+      phase: described(
+        z.enum(["Starting", "Scanning", "Sending", "Committing", "Restoring"]),
+        "What the agent is doing.",
+      ).optional(),
+      bytesPerSecond: described(count(), "Recent transfer rate.").optional(),
+      etaSeconds: described(count(), "Estimated time left, from the recent rate.").optional(),
       updatedAt: described(z.iso.datetime(), "When the agent last reported progress.").optional(),
     }),
     "Progress of the run in flight.",
@@ -247,10 +297,26 @@ export const backupJobStatus = z.object({
       added: described(z.number().int().nonnegative(), "Files on the source and not in the version."),
       changed: described(z.number().int().nonnegative(), "Files that differ."),
       missing: described(z.number().int().nonnegative(), "Files in the version and no longer on the source."),
+      metadata: described(
+        z.number().int().nonnegative(),
+        "Files with the same content but another mode or modification time.",
+      ).optional(),
+      differences: described(
+        z
+          .array(
+            z.object({
+              path: described(z.string().max(4096), "Path under source.path."),
+              kind: described(z.enum(["added", "changed", "missing", "metadata"]), "How it differs."),
+            }),
+          )
+          .max(20),
+        "The first differences; the agent keeps the full list (GET /v1/jobs/{jobId}/report on its control port).",
+      ).optional(),
     }),
     "Outcome of the latest Compare run.",
   ).optional(),
   lastRun: described(runSummary, "The latest run.").optional(),
+  lastSuccessfulRun: described(runSummary, "The latest run that succeeded.").optional(),
   history: described(
     z.array(runSummary),
     "Finished runs, newest first, at most spec.historyLimit.",

@@ -10,7 +10,8 @@
  */
 import { CoreV1Api, type V1Secret } from "@kubernetes/client-node";
 import { AGENT_CONTROL_COMMON_NAME } from "../../contract/reports.ts";
-import { issueCertificate, type CertificateAndKey } from "../../pki/certificates.ts";
+import type { CertificateAndKey } from "../../pki/certificates.ts";
+import { issueAgentControlCertificate } from "../../pki/controlIdentities.ts";
 import type { ControllerContext } from "../runtime/controller.ts";
 import { readOptional } from "../runtime/kubeApi.ts";
 import { MANAGED_BY, MANAGED_BY_LABEL } from "../runtime/ownership.ts";
@@ -23,11 +24,7 @@ export async function desiredAgentControlSecret(
   namespace: string,
   operatorCa: CertificateAndKey,
 ): Promise<V1Secret> {
-  const certificate = await issueCertificate(operatorCa, {
-    commonName: AGENT_CONTROL_COMMON_NAME,
-    usage: "server-and-client",
-    validForMs: AGENT_CONTROL_VALIDITY_MS,
-  });
+  const certificate = await issueAgentControlCertificate(operatorCa, AGENT_CONTROL_VALIDITY_MS);
   return {
     apiVersion: "v1",
     kind: "Secret",

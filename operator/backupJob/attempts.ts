@@ -7,6 +7,7 @@
  * or returns its result (agent/CONTROL.md); so losing this map loses nothing.
  */
 import type { JobProgress, JobRequest, JobResult } from "../../contract/reports.ts";
+import type { ControlCredentials } from "../agentControl/operatorCredentials.ts";
 
 export interface AgentAddress {
   host: string;
@@ -17,8 +18,19 @@ export interface AgentAddress {
 export type CallAgent = (
   address: AgentAddress,
   request: JobRequest,
-  hooks: { onProgress: (progress: JobProgress) => void; signal: AbortSignal },
+  hooks: {
+    credentials: ControlCredentials;
+    onProgress: (progress: JobProgress) => void;
+    signal: AbortSignal;
+  },
 ) => Promise<JobResult>;
+
+/** What opening (or re-opening) an attempt's stream needs; built only when one is opened. */
+export interface Connection {
+  address: AgentAddress;
+  request: JobRequest;
+  credentials: ControlCredentials;
+}
 
 export interface AttemptView {
   jobId: string;
@@ -60,7 +72,7 @@ export class AttemptTracker {
    * The attempt `jobId` as this process sees it. Opens a connection when there is none (or
    * when the last one failed and its reconnect delay passed); `request` is built only then.
    */
-  ensure(jobId: string, agent: string, address: AgentAddress, request: () => JobRequest): AttemptView {
+  async ensure(jobId: string, agent: string, connection: () => Promise<Connection>): Promise<AttemptView> {
     let entry = this.entries.get(jobId);
     if (entry && entry.view.agent !== agent) {
       this.forget(jobId);
@@ -76,8 +88,15 @@ export class AttemptTracker {
       };
       this.entries.set(jobId, entry);
     }
-    if (!entry.running && !entry.view.result && this.now() >= entry.retryAt)
-      this.connect(entry, address, request());
+    if (!entry.running && !entry.view.result && this.now() >= entry.retryAt) {
+      entry.running = true; // before the await: a concurrent ensure must not open a second stream
+      try {
+        this.connect(entry, await connection());
+      } catch (error) {
+        entry.running = false;
+        throw error;
+      }
+    }
     return { ...entry.view };
   }
 
@@ -94,11 +113,11 @@ export class AttemptTracker {
     return [...this.entries.keys()];
   }
 
-  private connect(entry: Entry, address: AgentAddress, request: JobRequest): void {
-    entry.running = true;
+  private connect(entry: Entry, { address, request, credentials }: Connection): void {
     entry.controller = new AbortController();
     const { signal } = entry.controller;
-    this.call(address, request, { onProgress: (progress) => this.progressed(entry, progress), signal }).then(
+    const onProgress = (progress: JobProgress) => this.progressed(entry, progress);
+    this.call(address, request, { credentials, onProgress, signal }).then(
       (result) => {
         entry.running = false;
         entry.view = { ...entry.view, result, failures: 0 };

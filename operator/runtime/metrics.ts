@@ -96,6 +96,50 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
+  readonly backupRunsTotal = new Counter({
+    name: "offsite_backup_runs_total",
+    help: "Finished BackupJob runs, by job and result (succeeded, failed).",
+    labelNames: ["namespace", "name", "mode", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly backupRunDuration = new Histogram({
+    name: "offsite_backup_run_duration_seconds",
+    help: "How long a finished BackupJob run took, by job.",
+    labelNames: ["namespace", "name"] as const,
+    buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600],
+    registers: [this.registry],
+  });
+  readonly backupBytesSentTotal = new Counter({
+    name: "offsite_backup_bytes_sent_total",
+    help: "Bytes BackupJob runs sent over the network to their server, by job.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly backupFirewallStoppedTotal = new Counter({
+    name: "offsite_backup_firewall_stopped_files_total",
+    help: "Files the content firewall stopped from leaving the source, by job.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly backupLastSuccess = new Gauge({
+    name: "offsite_backup_last_success_timestamp_seconds",
+    help: "When a BackupJob's run last succeeded (Unix time); alert on time() minus this.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly backupReady = new Gauge({
+    name: "offsite_backup_ready",
+    help: "1 when the BackupJob is Ready (target, certificates and agents in place), else 0.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly backupRunning = new Gauge({
+    name: "offsite_backup_running",
+    help: "1 while a run of the BackupJob is in flight (including its back-off), else 0.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "offsite_operator_" });
   }
@@ -109,6 +153,30 @@ export class OperatorMetrics {
       this.workQueueDepth.inc({ kind }, 0);
     }
     for (const resource of known.resources) this.watchRestartsTotal.inc({ resource }, 0);
+  }
+
+  /** Creates a BackupJob's series at 0 (so absent() alerts and rate() work from its first run). */
+  startBackupSeries(namespace: string, name: string, mode: string): void {
+    for (const result of ["succeeded", "failed"])
+      this.backupRunsTotal.inc({ namespace, name, mode, result }, 0);
+    this.backupBytesSentTotal.inc({ namespace, name }, 0);
+    this.backupFirewallStoppedTotal.inc({ namespace, name }, 0);
+  }
+
+  /** Drops the per-object series of a deleted BackupJob. */
+  forgetBackupJob(namespace: string, name: string): void {
+    for (const mode of ["Backup", "Compare", "Restore"])
+      for (const result of ["succeeded", "failed"])
+        this.backupRunsTotal.remove({ namespace, name, mode, result });
+    for (const metric of [
+      this.backupRunDuration,
+      this.backupBytesSentTotal,
+      this.backupFirewallStoppedTotal,
+      this.backupLastSuccess,
+      this.backupReady,
+      this.backupRunning,
+    ])
+      metric.remove({ namespace, name });
   }
 
   /** Drops the per-object series of a deleted OffsiteServer. */

@@ -1,6 +1,8 @@
 /**
- * Runs the operator: the health/metrics server at once, and — only while this process
- * holds the leader Lease — the watches, the work queue and the reconcilers.
+ * Runs the operator: the health/metrics server and the sidecar injection webhook at once,
+ * on every replica, and — only while this process holds the leader Lease — the watches,
+ * the work queue and the reconcilers. The operator CA is loaded once, before either needs
+ * it, and shared by both (the webhook's serving certificate, the controllers' context).
  *
  * Losing the Lease stops all reconciling before anyone else may start (renewDeadline <
  * leaseDuration); the elector keeps campaigning and starts the controllers again if it
@@ -9,6 +11,7 @@
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Server } from "node:http";
+import type { CertificateAndKey } from "../pki/certificates.ts";
 import { loadOperatorCa } from "./agentControl/operatorCa.ts";
 import { CONTROLLERS } from "./controllers.ts";
 import type { OperatorConfig } from "./runtime/config.ts";
@@ -17,6 +20,7 @@ import { startHealthServer } from "./runtime/healthServer.ts";
 import { LeaderElector } from "./runtime/leaderElection.ts";
 import type { Logger } from "./runtime/logger.ts";
 import { OperatorMetrics } from "./runtime/metrics.ts";
+import { SidecarInjector } from "./webhook/sidecarInjector.ts";
 
 export class OperatorManager {
   readonly metrics = new OperatorMetrics();
@@ -28,6 +32,8 @@ export class OperatorManager {
   private reconciling = false;
   private starting: Promise<void> | undefined;
   private server: Server | undefined;
+  private readonly injector: SidecarInjector | undefined;
+  private operatorCa: Promise<CertificateAndKey> | undefined;
 
   constructor(config: OperatorConfig, kc: KubeConfig, logger: Logger) {
     this.config = config;
@@ -42,9 +48,21 @@ export class OperatorManager {
       relistPeriodMs: config.relistPeriod,
       identity: config.identity,
       defaultImage: config.agentImage,
-      loadOperatorCa: () => loadOperatorCa(kc, config.namespace),
+      loadOperatorCa: () => this.loadOperatorCa(),
       operatorNamespace: config.namespace,
     });
+    const { webhookAddress } = config;
+    if (webhookAddress !== undefined)
+      this.injector = new SidecarInjector({ ...config, webhookAddress }, kc, logger, this.metrics.registry);
+  }
+
+  /** The operator CA, read (or created) once per process; a failed load is tried again next time. */
+  private loadOperatorCa(): Promise<CertificateAndKey> {
+    this.operatorCa ??= loadOperatorCa(this.kc, this.config.namespace).catch((error: unknown) => {
+      this.operatorCa = undefined;
+      throw error;
+    });
+    return this.operatorCa;
   }
 
   async start(): Promise<void> {
@@ -53,6 +71,9 @@ export class OperatorManager {
       readiness: () => this.readinessProblems(),
     });
     this.logger.info({ address: this.config.metricsAddress }, "serving /metrics, /healthz and /readyz");
+    // Every replica serves the webhook, before and whatever the election: pod creations
+    // must not wait for a leader.
+    if (this.injector) await this.injector.start(await this.loadOperatorCa());
     if (!this.config.leaderElection) {
       this.metrics.isLeader.set(1);
       await this.startControllers();
@@ -93,6 +114,8 @@ export class OperatorManager {
     this.logger.info("shutting down: finishing reconciles in flight");
     if (this.elector) await this.elector.stop();
     else await this.stopControllers();
+    // Last: pods created while this replica shuts down are still injected.
+    await this.injector?.stop();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.logger.info("stopped");
   }
@@ -117,7 +140,11 @@ export class OperatorManager {
   }
 
   private readinessProblems(): string[] {
-    if (!this.reconciling) return []; // a standby replica is healthy and ready to take over
-    return this.runtime.reflectors.filter((r) => !r.hasSynced).map(() => "watches are still syncing");
+    const webhook = this.injector?.problems() ?? [];
+    if (!this.reconciling) return webhook; // a standby replica is ready to take over
+    return [
+      ...webhook,
+      ...this.runtime.reflectors.filter((r) => !r.hasSynced).map(() => "watches are still syncing"),
+    ];
   }
 }

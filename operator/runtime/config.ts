@@ -6,13 +6,26 @@
 import { parseArgs } from "node:util";
 import { hostname } from "node:os";
 import { z } from "zod";
-import { DURATION, durationToMs } from "../../contract/units.ts";
+import { DURATION, QUANTITY, durationToMs, sizeToBytes } from "../../contract/units.ts";
 
 // The one duration format and parser (contract/units.ts), as in the CRDs and the agent.
 const durationMs = z
   .string()
   .regex(DURATION, "must be a duration like 500ms, 15s, 2m or 1h30m")
   .transform((value) => durationToMs(value));
+
+const memory = z.string().regex(QUANTITY, "must be a memory quantity like 32Mi, 256Mi or 1Gi");
+const cpu = z
+  .string()
+  .regex(/^([0-9]+(\.[0-9]+)?|\.[0-9]+)m?$/, "must be a CPU quantity like 10m, 250m or 1");
+
+/** A comma-separated list; empty items dropped. */
+const list = z.string().transform((value) =>
+  value
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item !== ""),
+);
 
 const configSchema = z
   .object({
@@ -29,11 +42,36 @@ const configSchema = z
     relistPeriod: durationMs,
     logLevel: z.enum(["trace", "debug", "info", "warn", "error"]),
     kubeconfig: z.string().optional(),
+    // The sidecar injection webhook (operator/webhook/): every replica serves it.
+    webhookAddress: z
+      .string()
+      .regex(/^(|off|[^:]*:\d+)$/, 'must be host:port, e.g. :9443, or "off"')
+      .transform((value) => (value === "" || value === "off" ? undefined : value)),
+    webhookService: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a Service name"),
+    webhookUrl: z
+      .string()
+      .regex(/^https:\/\/[^/]+(\/.*)?$/, "must be an https:// URL, e.g. https://127.0.0.1:9443/mutate-pods")
+      .optional(),
+    webhookHost: list,
+    agentCpuRequest: cpu,
+    agentMemoryRequest: memory,
+    agentMemoryLimit: memory,
   })
   .refine((c) => c.renewDeadline < c.leaseDuration, {
     message: "--renew-deadline must be shorter than --lease-duration",
     path: ["renewDeadline"],
-  });
+  })
+  // Zod runs this even when a field above failed; a bad quantity is reported there.
+  .refine(
+    (c) =>
+      !QUANTITY.test(c.agentMemoryRequest ?? "") ||
+      !QUANTITY.test(c.agentMemoryLimit ?? "") ||
+      sizeToBytes(c.agentMemoryRequest) <= sizeToBytes(c.agentMemoryLimit),
+    {
+      message: "--agent-memory-request must not exceed --agent-memory-limit",
+      path: ["agentMemoryRequest"],
+    },
+  );
 
 export type OperatorConfig = z.output<typeof configSchema>;
 
@@ -51,13 +89,20 @@ const FLAGS = {
   "relist-period": { env: "OFFSITE_RELIST_PERIOD", default: "10m" },
   "log-level": { env: "OFFSITE_LOG_LEVEL", default: "info" },
   kubeconfig: { env: "KUBECONFIG", default: undefined },
+  "webhook-address": { env: "OFFSITE_WEBHOOK_ADDRESS", default: ":9443" },
+  "webhook-service": { env: "OFFSITE_WEBHOOK_SERVICE", default: "offsite-operator-webhook" },
+  "webhook-url": { env: "OFFSITE_WEBHOOK_URL", default: undefined },
+  "webhook-host": { env: "OFFSITE_WEBHOOK_HOST", default: "" },
+  "agent-cpu-request": { env: "OFFSITE_AGENT_CPU_REQUEST", default: "10m" },
+  "agent-memory-request": { env: "OFFSITE_AGENT_MEMORY_REQUEST", default: "32Mi" },
+  "agent-memory-limit": { env: "OFFSITE_AGENT_MEMORY_LIMIT", default: "256Mi" },
 } as const;
 
 export const USAGE = `usage: offsite-operator [flags]
 ${Object.entries(FLAGS)
   .map(
     ([flag, { env, default: d }]) =>
-      `  --${flag.padEnd(16)} (env ${env}${d !== undefined ? `, default ${d}` : ""})`,
+      `  --${flag.padEnd(20)} (env ${env}${d !== undefined ? `, default ${d}` : ""})`,
   )
   .join("\n")}`;
 

@@ -46,6 +46,9 @@ export async function startOperator(options: OperatorOptions): Promise<OperatorP
       `--renew-deadline=${options.renewDeadline ?? "2s"}`,
       `--retry-period=${options.retryPeriod ?? "250ms"}`,
       "--agent-image=offsite/agent:test",
+      // Off unless a suite asks for it (extraArgs win): the default :9443 would be one port
+      // for every operator process on this machine.
+      "--webhook-address=off",
       ...(options.extraArgs ?? []),
     ],
     { env, stdio: ["ignore", "pipe", "pipe"] },

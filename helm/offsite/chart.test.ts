@@ -11,7 +11,7 @@ import { execFile } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { V1ClusterRole, V1Deployment, V1Role } from "@kubernetes/client-node";
+import type { V1ClusterRole, V1Deployment, V1Role, V1Service } from "@kubernetes/client-node";
 import { parse, parseAllDocuments } from "yaml";
 import { loadConfig } from "../../operator/runtime/config.ts";
 import { binaryPath } from "../../test/cluster/binaries.ts";
@@ -90,11 +90,48 @@ describe("the Helm chart", () => {
     assert.equal(config.leaseDuration, 15_000);
   });
 
+  it("serves the injection webhook behind a Service that selects the operator pods, or not at all", async () => {
+    const objects = await helm(
+      "--set",
+      "webhook.port=9555",
+      "--set",
+      "agentSidecar.resources.requests.cpu=25m",
+    );
+    const deployment = objects.find((o) => o.kind === "Deployment") as unknown as V1Deployment;
+    const container = deployment.spec!.template.spec!.containers[0]!;
+    const service = objects.find(
+      (o) => o.kind === "Service" && o.metadata.name === "offsite-webhook",
+    ) as unknown as V1Service;
+    assert.ok(service, "a webhook Service");
+    assert.deepEqual(service.spec?.selector, deployment.spec?.selector.matchLabels);
+    assert.deepEqual(service.spec?.ports, [
+      { name: "webhook", port: 443, targetPort: "webhook", protocol: "TCP" },
+    ]);
+    assert.equal(container.ports?.find((p) => p.name === "webhook")?.containerPort, 9555);
+    const config = loadConfig(container.args ?? [], { OFFSITE_NAMESPACE: "offsite-system" });
+    assert.equal(config.webhookAddress, ":9555");
+    assert.equal(config.webhookService, service.metadata?.name);
+    assert.equal(config.webhookUrl, undefined);
+    assert.deepEqual(
+      [config.agentCpuRequest, config.agentMemoryRequest, config.agentMemoryLimit],
+      ["25m", "32Mi", "256Mi"],
+    );
+
+    const off = await helm("--set", "webhook.enabled=false");
+    assert.ok(!off.some((o) => o.kind === "Service" && o.metadata.name === "offsite-webhook"));
+    const offContainer = (off.find((o) => o.kind === "Deployment") as unknown as V1Deployment).spec!.template
+      .spec!.containers[0]!;
+    assert.equal(loadConfig(offContainer.args ?? [], {}).webhookAddress, undefined);
+    assert.ok(!offContainer.ports?.some((p) => p.name === "webhook"));
+  });
+
   it("refuses bad values with a message naming them", async () => {
     assert.match(await helmFails("--set", "replicaCount=-1"), /replicaCount/);
     assert.match(await helmFails("--set", "replicaCount=two"), /replicaCount/);
     assert.match(await helmFails("--set", "imageTag=1.0"), /imageTag/);
     assert.match(await helmFails("--set", "image.pullPolicy=Sometimes"), /pullPolicy/);
     assert.match(await helmFails("--set", "operator.leaderElection.leaseDuration=soon"), /leaseDuration/);
+    assert.match(await helmFails("--set", "agentSidecar.resources.requests.cpu=lots"), /cpu/);
+    assert.match(await helmFails("--set", "webhook.port=80"), /port/);
   });
 });

@@ -27,6 +27,8 @@ export interface SessionRequest {
   site: string;
   source: string;
   version?: string;
+  /** Aborting it ends the session at once (the socket is destroyed with the signal's reason). */
+  signal?: AbortSignal | undefined;
 }
 
 export interface Session {
@@ -75,11 +77,19 @@ export function parseEndpoint(value: string): { host: string; port: number } {
 export async function openSession(endpoint: Endpoint, request: SessionRequest): Promise<Session> {
   const idleTimeoutMs = clientIdleTimeoutMs();
   const where = `${endpoint.host}:${endpoint.port}`;
+  const { signal } = request;
+  signal?.throwIfAborted();
   const socket = connect({
     host: endpoint.host,
     port: endpoint.port,
     ...clientTlsOptions(endpoint.credentials, endpoint.serverName ?? endpoint.host),
   });
+  if (signal) {
+    // Every later wait on the receiver fails with the reason (the job's deadline, a shutdown).
+    const onAbort = () => socket.destroy(abortReason(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    socket.once("close", () => signal.removeEventListener("abort", onAbort));
+  }
   const connectMs = Math.min(CONNECT_TIMEOUT_MS, idleTimeoutMs);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -111,13 +121,29 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
       ),
   });
   try {
-    return await handshake(connection, request);
+    return await handshake(connection, request).catch((error: unknown) => {
+      // A receiver that took the TLS connection answers Hello (Welcome or Error). One that
+      // ends it unanswered refused our certificate: in TLS 1.3 the server checks the
+      // client's after the client's handshake is done, and Node reports its alert as an end.
+      if (error instanceof PeerError && error.code === "connection-closed" && connection.bytesRead === 0)
+        throw new PeerError(
+          "certificate-refused",
+          `the receiver at ${where} closed the connection without answering Hello: it did not accept ` +
+            "this client certificate (issued by another CA, expired, or no client certificate), or it " +
+            "stopped; check the certificate in --certs against the receiver's CA",
+        );
+      throw error;
+    });
   } catch (error) {
     // Never leave the session open behind an error: the receiver would hold the source.
     if (error instanceof PeerError) await connection.close();
     else await connection.abort((error as ProtocolError).code ?? "bad-message", (error as Error).message);
     throw error;
   }
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error(`aborted: ${String(signal.reason)}`);
 }
 
 async function handshake(connection: FramedConnection, request: SessionRequest): Promise<Session> {

@@ -33,10 +33,14 @@ export interface CompareOptions {
   version?: string;
   filters: FilterOptions;
   checksum?: boolean;
+  /** Aborting it ends the session. */
+  signal?: AbortSignal;
 }
 
 export interface CompareReport {
   version: string;
+  /** Files the scan selected (after filters). */
+  scanned: number;
   /**
    * Nothing differs and everything could be read: every list below is empty (exit status
    * 0). A difference is exit status 1; no difference but `problems`, 3 (partial).
@@ -70,11 +74,13 @@ export async function compareJob(options: CompareOptions): Promise<CompareReport
     site: options.site,
     source: options.sourceId,
     ...(options.version ? { version: options.version } : {}),
+    signal: options.signal,
   });
   await session.connection.close();
   const stored = session.entries;
   const report: CompareReport = {
     version: session.welcome.base!,
+    scanned: scan.entries.fileCount,
     match: true,
     added: [],
     changed: [],

@@ -56,6 +56,10 @@ export interface PushOptions {
   /** Hash every file instead of trusting size and mtime. */
   checksum?: boolean;
   onProgress?: (progress: PushProgress) => void;
+  /** sending: the session is open and the difference starts; committing: Commit is sent. */
+  onPhase?: (phase: "sending" | "committing") => void;
+  /** Aborting it ends the session (the receiver keeps what is durable for the next push to resume). */
+  signal?: AbortSignal;
 }
 
 export interface PushProgress {
@@ -104,7 +108,9 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     role: "push",
     site: options.site,
     source: options.sourceId,
+    signal: options.signal,
   });
+  options.onPhase?.("sending");
   const { connection, entries } = session;
   const scan =
     session.welcome.version >= BYTE_NAMES_VERSION
@@ -344,6 +350,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     for (const { reason } of scan.filtered) filteredCounts[reason] = (filteredCounts[reason] ?? 0) + 1;
     // Carried in the counts every receiver takes (PROTOCOL.md, "Messages": Commit).
     if (report.problems.length > 0) filteredCounts[UNREADABLE_COUNT] = report.problems.length;
+    options.onPhase?.("committing");
     await connection.send(
       encodeJson(FrameType.Commit, {
         files: scan.entries.fileCount,

@@ -19,6 +19,12 @@
  *   made, a symlink's with lutimes;
  * - temporary names are random and created with O_EXCL, so they never replace or collide
  *   with a file of the user's, and each temporary file's descriptor is closed exactly once.
+ *
+ * The destination may hold an older tree: every entry of the version replaces what is at
+ * its path (a file, a link, a directory of another type), and directories already there
+ * are kept and made writable for the restore (their own mode is set at the end). With
+ * `deleteExtra`, what the version does not hold is removed afterwards (rsync --delete),
+ * walking only directories restore itself verified, removing links as links.
  */
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import {
@@ -34,7 +40,9 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  readdirSync,
   renameSync,
+  rmdirSync,
   rmSync,
   symlinkSync,
   unlinkSync,
@@ -44,7 +52,7 @@ import { dirname, join, resolve } from "node:path";
 import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath, comparePaths, parentOf, parentsOf } from "../protocol/paths.ts";
-import { fsPath } from "../protocol/byteNames.ts";
+import { fsPath, nameFromBytes } from "../protocol/byteNames.ts";
 import { hashZeros } from "../chunking/zeros.ts";
 
 export interface RestoreOptions {
@@ -53,6 +61,12 @@ export interface RestoreOptions {
   sourceId: string;
   version?: string;
   destination: string;
+  /** Remove entries under the destination that the version does not hold. */
+  deleteExtra?: boolean;
+  /** After each file written: the files and bytes so far (the stream does not say how many come). */
+  onProgress?: (progress: { filesDone: number; bytesDone: number }) => void;
+  /** Aborting it ends the session. */
+  signal?: AbortSignal;
 }
 
 export interface RestoreReport {
@@ -61,6 +75,8 @@ export interface RestoreReport {
   bytes: number;
   directories: number;
   symlinks: number;
+  /** With deleteExtra: the files, links and other non-directories removed (with their directories). */
+  deleted: number;
 }
 
 export async function restoreJob(options: RestoreOptions): Promise<RestoreReport> {
@@ -71,6 +87,7 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
     site: options.site,
     source: options.sourceId,
     ...(options.version ? { version: options.version } : {}),
+    signal: options.signal,
   });
   const { connection } = session;
   const report: RestoreReport = {
@@ -79,7 +96,9 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
     bytes: 0,
     directories: 0,
     symlinks: 0,
+    deleted: 0,
   };
+  const progress = () => options.onProgress?.({ filesDone: report.files, bytesDone: report.bytes });
   const tree = new RestoredTree(destination);
   try {
     for (;;) {
@@ -103,6 +122,7 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
           tree.end(header.size, header.sha256);
           report.files++;
           report.bytes += content.length;
+          progress();
           break;
         }
         case FrameType.Begin:
@@ -122,11 +142,13 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
           tree.end(message.size, message.sha256);
           report.files++;
           report.bytes += message.size;
+          progress();
           break;
         default:
           throw new ProtocolError("unexpected-frame", `frame ${message.type} has no place in a restore`);
       }
     }
+    if (options.deleteExtra) report.deleted = tree.removeExtra();
     report.symlinks = tree.finish();
     return report;
   } catch (error) {
@@ -181,6 +203,8 @@ class RestoredTree {
   private readonly root: string;
   /** Directories of the stream, by path, in path order: the inode restore made, and the metadata to set last. */
   private readonly directories = new Map<string, RestoredDirectory>();
+  /** Every path of the stream (what deleteExtra keeps). */
+  private readonly admitted = new Set<string>();
   /** Files this restore wrote, by path: what a HardLink may name. */
   private readonly files = new Map<string, Identity>();
   private readonly symlinks: { path: string; target: string; mtime: number }[] = [];
@@ -204,6 +228,16 @@ class RestoredTree {
       // Private until its own mode is set at the end.
       mkdirSync(fsPath(target), { mode: 0o700 });
       stat = lstatSync(fsPath(target));
+    } else if ((stat.mode & 0o700) !== 0o700) {
+      // One of an older tree (perhaps restored read-only before): writable until finish()
+      // sets the version's mode, through a descriptor that cannot follow a link.
+      const fd = openSync(fsPath(target), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      try {
+        if (!sameInode(fstatSync(fd), stat)) throw replaced(path, this.root);
+        fchmodSync(fd, (stat.mode & 0o7777) | 0o700);
+      } finally {
+        closeSync(fd);
+      }
     }
     this.directories.set(path, { dev: stat.dev, ino: stat.ino, mtime, mode });
   }
@@ -302,6 +336,31 @@ class RestoredTree {
     linkSync(fsPath(join(this.root, to)), fsPath(target));
   }
 
+  /**
+   * Removes every entry under the root and under each directory of the stream that the
+   * stream did not send (deleteExtra). Only directories restore verified are listed; an
+   * extra directory goes with its contents, walked by lstat, so a link is removed as a
+   * link and nothing outside the destination is reached. Returns the non-directories removed.
+   */
+  removeExtra(): number {
+    let removed = 0;
+    for (const dir of [undefined, ...this.directories.keys()]) {
+      const absolute = dir === undefined ? this.root : join(this.root, dir);
+      if (dir !== undefined) {
+        this.checkParents(dir);
+        const stat = lstatOrUndefined(absolute);
+        if (!stat?.isDirectory() || !sameInode(stat, this.directories.get(dir)!))
+          throw replaced(dir, this.root);
+      }
+      for (const raw of readdirSync(fsPath(absolute), { encoding: "buffer" })) {
+        const name = nameFromBytes(raw);
+        const path = dir === undefined ? name : `${dir}/${name}`;
+        if (!this.admitted.has(path)) removed += removeEntry(join(this.root, path));
+      }
+    }
+    return removed;
+  }
+
   /** Frames that end the stream or start an entry must not come inside Begin..End. */
   requireNoFile(frame: string): void {
     if (this.file) {
@@ -366,6 +425,7 @@ class RestoredTree {
       );
     }
     this.previous = path;
+    this.admitted.add(path);
     const parent = parentOf(path);
     if (parent !== undefined && !this.directories.has(parent)) {
       throw new ProtocolError(
@@ -398,6 +458,21 @@ function replaced(path: string, root: string): Error {
     `${join(root, path)} is no longer the directory restore made there (something replaced it while ` +
       "restoring); restore stops rather than write through it",
   );
+}
+
+/** Removes `path` and, for a directory, all under it, never following a link; returns the non-directories removed. */
+function removeEntry(path: string): number {
+  const stat = lstatOrUndefined(path);
+  if (!stat) return 0;
+  if (!stat.isDirectory()) {
+    unlinkSync(fsPath(path));
+    return 1;
+  }
+  let removed = 0;
+  for (const raw of readdirSync(fsPath(path), { encoding: "buffer" }))
+    removed += removeEntry(join(path, nameFromBytes(raw)));
+  rmdirSync(fsPath(path));
+  return removed;
 }
 
 function sameInode(stat: Identity, identity: Identity): boolean {

@@ -214,6 +214,7 @@ export function filterOptionsOf(options: PushOptions | CompareOptions): FilterOp
 /** Every role's table, for the CLI's dispatch and the round-trip test. */
 export const ROLE_FLAGS = {
   receive: receiveFlags,
+  agent: agentFlags,
   push: pushFlags,
   compare: compareFlags,
   restore: restoreFlags,

@@ -1,7 +1,7 @@
 /**
  * The `offsite` command line: parses the role and its flags with the contract's flag
  * tables (contract/roles.ts, the same tables the operator renders container args from),
- * runs the job, prints the report, and sets the exit status. Roles: receive, push,
+ * runs the job, prints the report, and sets the exit status. Roles: receive, agent, push,
  * compare, restore, certs.
  */
 import { resolve } from "node:path";
@@ -11,6 +11,7 @@ import {
   filterOptionsOf,
   retentionOf,
   type Role,
+  type AgentOptions,
   type CertsOptions,
   type CompareOptions,
   type PushOptions,
@@ -25,6 +26,7 @@ import { parseEndpoint, type Endpoint } from "../client/openSession.ts";
 import { pushJob } from "../push/pushJob.ts";
 import { restoreJob } from "../restore/restoreJob.ts";
 import { loadCredentials } from "../tlsCredentials.ts";
+import type { ControlServer } from "../control/controlServer.ts";
 
 const OVERVIEW = `offsite — push backups offsite, only the changes, over one mutually authenticated TLS session.
 
@@ -38,7 +40,9 @@ Between machines:
   offsite receive --root /srv/offsite --certs ./certs/receiver           (on the offsite server)
   offsite push /data --to backup.example.com:5722 --certs ./certs/source-<GUID>
 
-Roles: receive, push, compare, restore, certs.  offsite ROLE --help for each.
+In Kubernetes the operator runs \`offsite agent\` beside the data and sends it the jobs.
+
+Roles: receive, agent, push, compare, restore, certs.  offsite ROLE --help for each.
 Sizes are Kubernetes quantities (500Mi, 2G, 1048576), durations like 30s or 1h30m, GUIDs
 1-63 lower-case letters, digits or '-' (a Kubernetes UID, or a name such as orders-db).`;
 
@@ -49,6 +53,14 @@ Stores what sources push under DIR/<site GUID>/<source GUID>/: one browsable ver
 (unchanged files shared between versions), 'current' pointing at the newest, older versions
 pruned by the retention flags. Only clients with a certificate from the CA in --certs get in,
 and each may only write as the site (O) and source (CN) its certificate names.`,
+  agent: `offsite agent --control-certs DIR [options]
+Waits for jobs from the operator (a BackupJob's sidecar, or a mover pod): push, compare and,
+with --allow-restore, restore, each sent with its target, filters and the source's client
+certificate to POST /v1/jobs on the control port (agent/CONTROL.md), its progress and result
+streamed back. Only the operator's certificate (CN=O=offsite-operator, from the CA in
+--control-certs) may call it. The agent holds no credential for the data between jobs.
+Until --control-certs holds usable credentials it refuses connections and /readyz says why;
+it never exits for them. SIGTERM or SIGINT stops it (running jobs end; a push resumes).`,
   push: `offsite push SRC --to HOST:PORT|DIR [options]
 One backup job. Unchanged files (same size, mtime and mode; --checksum hashes all) are skipped,
 changed large files send only the chunks that changed, deletions and renames are carried.
@@ -94,6 +106,8 @@ async function main(argv: string[]): Promise<number> {
       return runCerts(options as CertsOptions, output);
     case "receive":
       return runReceive(options as ReceiveOptions, output);
+    case "agent":
+      return runAgent(options as AgentOptions, output);
     case "push":
       return runPush(positionals, options as PushOptions, output);
     case "compare":
@@ -129,7 +143,11 @@ async function runCerts(options: CertsOptions, output: Output): Promise<number> 
 }
 
 async function runReceive(options: ReceiveOptions, output: Output): Promise<number> {
+  if (options.controlPort > 0 && !options.controlCerts)
+    throw new UsageError("--control-port needs --control-certs DIR (the control endpoint's credentials)");
   const { startReceiver } = await import("../receiver/receiverServer.ts");
+  const { SessionLog } = await import("../control/receiverReport.ts");
+  const sessions = new SessionLog();
   const root = resolve(options.root);
   const receiver = await startReceiver({
     root,
@@ -140,7 +158,10 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
     maxConcurrentJobs: options.maxConcurrentJobs,
     suspendedSources: options.suspendedSources,
     idleTimeoutMs: options.idleTimeout,
-    onEvent: (event) => output.event(event),
+    onEvent: (event) => {
+      sessions.record(event);
+      output.event(event);
+    },
   });
   const { startHealthServer } = await import("../receiver/healthServer.ts");
   let health;
@@ -155,6 +176,29 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
       cause: error,
     });
   }
+  let control: ControlServer | undefined;
+  try {
+    if (options.controlPort > 0) {
+      const { startReceiverControl } = await import("../control/receiverReport.ts");
+      control = await startReceiverControl({
+        host: options.host,
+        port: options.controlPort,
+        certsDir: options.controlCerts!,
+        root,
+        sessions,
+        jobsRunning: () => receiver.jobsRunning(),
+        onEvent: (event) => output.event(event),
+      });
+    }
+  } catch (error) {
+    await Promise.all([receiver.close(), health?.close()]);
+    throw new Error(
+      `cannot serve the control endpoint on port ${options.controlPort}: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
+  }
   output.event({
     event: "listening",
     port: receiver.port,
@@ -163,11 +207,60 @@ async function runReceive(options: ReceiveOptions, output: Output): Promise<numb
     maxConcurrentJobs: options.maxConcurrentJobs,
     suspendedSources: options.suspendedSources,
     ...(health ? { healthPort: health.port } : {}),
+    ...(control ? { controlPort: control.port } : {}),
   });
   await new Promise<void>((done) => {
     for (const signal of ["SIGINT", "SIGTERM"] as const)
-      process.once(signal, () => void Promise.all([receiver.close(), health?.close()]).then(() => done()));
+      process.once(
+        signal,
+        () => void Promise.all([receiver.close(), health?.close(), control?.close()]).then(() => done()),
+      );
   });
+  return 0;
+}
+
+async function runAgent(options: AgentOptions, output: Output): Promise<number> {
+  const { startAgentControl } = await import("../control/agentControl.ts");
+  const control = await startAgentControl({
+    host: options.host,
+    port: options.controlPort,
+    certsDir: resolve(options.controlCerts),
+    allowRestore: options.allowRestore,
+    onEvent: (event) => output.event(event),
+  });
+  const { startHealthServer } = await import("../receiver/healthServer.ts");
+  let health;
+  try {
+    health = options.healthPort
+      ? await startHealthServer(
+          options.host,
+          options.healthPort,
+          () => control.ready(),
+          () => control.notReadyReason(),
+        )
+      : undefined;
+  } catch (error) {
+    await control.close();
+    throw new Error(`cannot serve probes on port ${options.healthPort}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  output.event({
+    event: "listening",
+    role: "agent",
+    controlPort: control.port,
+    allowRestore: options.allowRestore,
+    ...(health ? { healthPort: health.port } : {}),
+  });
+  await new Promise<void>((done) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const)
+      process.once(signal, () => {
+        output.event({ event: "stopping", signal, jobsRunning: control.jobsRunning() });
+        void Promise.all([control.close(), health?.close()]).then(() => done());
+      });
+  });
+  // Nothing of ours is left; a stray handle must not keep a terminating pod alive.
+  setTimeout(() => process.exit(0), 1000).unref();
   return 0;
 }
 

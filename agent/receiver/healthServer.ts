@@ -7,7 +7,10 @@
  *
  *   GET /healthz  200 while the process answers at all (liveness)
  *   GET /readyz   200 once the TLS listener accepts connections, 503 before and while
- *                 it closes (readiness: the Service sends it no pusher until then)
+ *                 it closes (readiness: the Service sends it no pusher until then), with
+ *                 why when the server says (`notReadyReason`)
+ *
+ * `offsite agent` serves the same probes for its control endpoint.
  */
 import { createServer } from "node:http";
 import { once } from "node:events";
@@ -21,6 +24,7 @@ export async function startHealthServer(
   host: string,
   port: number,
   ready: () => boolean,
+  notReadyReason?: () => string | undefined,
 ): Promise<HealthServer> {
   const server = createServer((request, response) => {
     const answer = (status: number, body: string) => {
@@ -30,7 +34,9 @@ export async function startHealthServer(
     if (request.method !== "GET") return answer(405, "method not allowed");
     if (request.url === "/healthz") return answer(200, "ok");
     if (request.url === "/readyz")
-      return ready() ? answer(200, "ready") : answer(503, "not accepting connections");
+      return ready()
+        ? answer(200, "ready")
+        : answer(503, `not accepting connections${notReadyReason?.() ? `: ${notReadyReason()}` : ""}`);
     return answer(404, "not found: /healthz or /readyz");
   });
   // Probes come often and carry nothing: no connection outlives its answer.

@@ -63,6 +63,8 @@ export interface RunningReceiver {
   port: number;
   /** True while the TLS listener accepts connections (the readiness probe). */
   accepting(): boolean;
+  /** Sessions past Hello right now (the control endpoint's receiver report). */
+  jobsRunning(): number;
   close(): Promise<void>;
 }
 
@@ -107,6 +109,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   return {
     port: (server.address() as AddressInfo).port,
     accepting: () => server.listening,
+    jobsRunning: () => state.jobs,
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
@@ -136,11 +139,14 @@ async function handleSession(
   let staging: StagingArea | undefined;
   let lockKey: string | undefined;
   let countedJob = false;
+  // Whose session failed, once its Hello named it (for the control endpoint's report).
+  let named: { site: string; source: string } | undefined;
   const started = Date.now();
   try {
     // A peer that connects and says nothing is dropped; the timer must not outlive it.
     const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS).unref();
     const hello = await connection.expect(FrameType.Hello).finally(() => clearTimeout(timer));
+    if (identity && identity.site === hello.site && identity.source === hello.source) named = identity;
     // The newest version both speak (PROTOCOL.md, "Versions").
     const spoken = options.protocolVersions ?? PROTOCOL_VERSIONS;
     const protocol = spoken.find((v) => hello.versions.includes(v));
@@ -250,7 +256,7 @@ async function handleSession(
     });
   } catch (error) {
     const { code, message } = describeFailure(error);
-    emit({ event: "failed", session, code, message, peer: socket.remoteAddress });
+    emit({ event: "failed", session, code, message, peer: socket.remoteAddress, ...named });
     // The session is over: free the source before the lingering close, which may wait
     // seconds on a peer that reads nothing. Staging is closed first (synchronously), so
     // the next session of the source finds it complete.

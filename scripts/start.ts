@@ -119,6 +119,9 @@ async function main(): Promise<void> {
         "--metrics-address",
         `127.0.0.1:${await freePort()}`,
         ...(realNode ? ["--agent-image", realNode.images.agent.ref] : []),
+        // The injection webhook on loopback, where our own API server (a host process) calls
+        // it; a given cluster's API server cannot reach this host, so there it is off.
+        ...(plane ? await loopbackWebhook() : ["--webhook-address", "off"]),
       ],
       { OFFSITE_NAMESPACE: DEMO_NAMESPACE, OFFSITE_LEADER_ELECTION: plane ? "false" : "true" },
     );
@@ -247,3 +250,9 @@ async function pushInstructions(kubectl: Kubectl, stateDir: string): Promise<str
 }
 
 await main();
+
+/** Webhook flags for an operator running on this host: a free loopback port, by URL. */
+async function loopbackWebhook(): Promise<string[]> {
+  const port = await freePort();
+  return ["--webhook-address", `127.0.0.1:${port}`, "--webhook-url", `https://127.0.0.1:${port}/mutate-pods`];
+}

@@ -310,11 +310,17 @@ describe("the agent's control endpoint runs the operator's jobs", () => {
     await new Promise((done) => setTimeout(done, 300));
     leaving.abort();
     await assert.rejects(first, (error: ControlError) => error.kind === "aborted");
-    // Still running: both a retry and a GET attach to it.
-    const [retry, attached] = await Promise.all([
-      runJob(at(sidecar), job, operatorOptions(pki)),
-      attachJob(at(sidecar), job.jobId, operatorOptions(pki)),
-    ]);
+    // Still running: both a retry and a GET attach to it, and another job runs meanwhile.
+    const retrying = runJob(at(sidecar), job, operatorOptions(pki));
+    const attaching = attachJob(at(sidecar), job.jobId, operatorOptions(pki));
+    const other = await runJob(
+      at(sidecar),
+      request({ jobId: jobId("meanwhile"), mode: "compare" }),
+      operatorOptions(pki),
+    );
+    assert.equal(other.outcome, "succeeded", other.message);
+    const [retry, attached] = await Promise.all([retrying, attaching]);
+    assert.ok(Date.parse(retry.at) > Date.parse(other.at), "the other job ended first");
     assert.equal(retry.code, "deadline", retry.message);
     assert.deepEqual(attached, retry);
     assert.equal(sidecar.events.filter((e) => e.event === "job-started" && e.jobId === job.jobId).length, 1);

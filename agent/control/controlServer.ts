@@ -58,8 +58,8 @@ export interface ControlServer {
 type CredentialState =
   { usable: true; digest: string; credentials: TlsCredentials } | { usable: false; reason: string };
 
-/** Reads and checks the directory; never throws. */
-function readState(dir: string): CredentialState {
+/** Reads and checks the directory (unless it holds `known`, checked before); never throws. */
+function readState(dir: string, known: string | undefined): CredentialState {
   let credentials: TlsCredentials;
   try {
     credentials = loadCredentials(dir);
@@ -73,6 +73,7 @@ function readState(dir: string): CredentialState {
     .update("\0")
     .update(credentials.key)
     .digest("hex");
+  if (digest === known) return { usable: true, digest, credentials };
   try {
     createSecureContext({ ...PROTOCOL_SETTINGS, ...credentials });
   } catch (error) {
@@ -97,9 +98,9 @@ export async function startControlServer(options: ControlServerOptions): Promise
   let logged: string | undefined;
 
   const refresh = () => {
-    let next = readState(certsDir);
+    let next = readState(certsDir, installed);
     // Kubernetes swaps the whole directory at once, but a read may straddle the swap.
-    if (!next.usable) next = readState(certsDir);
+    if (!next.usable) next = readState(certsDir, installed);
     state = next;
     if (next.usable && installed !== next.digest) {
       server.setSecureContext({ ...PROTOCOL_SETTINGS, ...next.credentials });

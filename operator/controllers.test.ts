@@ -43,7 +43,7 @@ describe("the registered controllers", () => {
       assert.equal(sample(text, name, labels), 0, `${name}${JSON.stringify(labels)}`);
     assert.deepEqual(
       CONTROLLERS.map((c) => c.kind),
-      ["OffsiteServer"],
+      ["OffsiteServer", "BackupJob"],
     );
     for (const { kind } of CONTROLLERS) {
       for (const result of ["success", "error"]) zero("offsite_reconcile_total", { kind, result });
@@ -53,7 +53,7 @@ describe("the registered controllers", () => {
         "Forbidden",
         "NotFound",
         "Unexpected",
-        "DeleteClaimFailed",
+        ...(kind === "OffsiteServer" ? ["DeleteClaimFailed"] : []),
       ])
         zero("offsite_reconcile_errors_total", { kind, reason });
       zero("offsite_reconcile_duration_seconds_count", { kind });
@@ -61,6 +61,7 @@ describe("the registered controllers", () => {
     }
     for (const resource of [
       "offsiteservers",
+      "backupjobs",
       "statefulsets",
       "services",
       "secrets",

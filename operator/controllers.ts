@@ -4,6 +4,11 @@
  * The manager runs them; the metrics of every kind listed exist from start-up.
  */
 import type { ControllerDefinition } from "./runtime/controller.ts";
+import { callAgentOverControlChannel } from "./backupJob/callAgent.ts";
+import { createBackupJobController } from "./backupJob/reconcileBackupJob.ts";
 import { offsiteServerController } from "./offsiteServer/reconcileOffsiteServer.ts";
 
-export const CONTROLLERS: readonly ControllerDefinition[] = [offsiteServerController];
+export const CONTROLLERS: readonly ControllerDefinition[] = [
+  offsiteServerController,
+  createBackupJobController(callAgentOverControlChannel),
+];

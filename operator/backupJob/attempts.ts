@@ -91,7 +91,10 @@ export class AttemptTracker {
     if (!entry.running && !entry.view.result && this.now() >= entry.retryAt) {
       entry.running = true; // before the await: a concurrent ensure must not open a second stream
       try {
-        this.connect(entry, await connection());
+        const built = await connection();
+        // Forgotten (or replaced for another agent) meanwhile: a stream opened now would never be closed.
+        if (this.entries.get(jobId) === entry) this.connect(entry, built);
+        else entry.running = false;
       } catch (error) {
         entry.running = false;
         throw error;

@@ -70,7 +70,9 @@ export function failAttempt(
       result: "Failed",
       reason: failure.reason,
       message:
-        attempt > 1 ? `${failure.message} (attempt ${attempt} of ${backoffLimit + 1})` : failure.message,
+        attempt > 1
+          ? fitted("", failure.message, ` (attempt ${attempt} of ${backoffLimit + 1})`)
+          : fitted("", failure.message),
       completionTime: now.toISOString(),
       durationSeconds: secondsBetween(run.startTime, now),
     };
@@ -78,7 +80,7 @@ export function failAttempt(
   return {
     ...rest,
     reason: failure.reason,
-    message: `attempt ${attempt} failed: ${failure.message}; retrying`,
+    message: fitted(`attempt ${attempt} failed: `, failure.message, "; retrying"),
     nextAttemptTime: new Date(now.getTime() + backoffMs(attempt)).toISOString(),
   };
 }
@@ -107,7 +109,11 @@ export function finishRun(run: RunSummary, result: JobResult, now: Date): RunSum
     ...(result.resumed !== undefined ? { resumed: result.resumed } : {}),
     ...(unreadable > 0
       ? {
-          message: `${unreadable} entries could not be read; the version keeps their previous copy (first: ${result.problems[0]!.path}: ${result.problems[0]!.reason})`,
+          message: fitted(
+            `${unreadable} entries could not be read; the version keeps their previous copy (first: `,
+            `${result.problems[0]!.path}: ${result.problems[0]!.reason}`,
+            ")",
+          ),
         }
       : {}),
     filesScanned: result.files.scanned,
@@ -124,6 +130,13 @@ export function finishRun(run: RunSummary, result: JobResult, now: Date): RunSum
 /** Newest first, at most `limit`. */
 export function withHistory(history: RunSummary[] | undefined, run: RunSummary, limit: number): RunSummary[] {
   return [run, ...(history ?? []).filter((r) => r.id !== run.id)].slice(0, limit);
+}
+
+/** status.lastRun.message holds 4096 characters (the CRD); the agent's text is cut to fit. */
+const MESSAGE_LIMIT = 4096;
+function fitted(prefix: string, text: string, suffix = ""): string {
+  const room = MESSAGE_LIMIT - prefix.length - suffix.length;
+  return prefix + (text.length <= room ? text : `${text.slice(0, room - 1)}…`) + suffix;
 }
 
 function secondsBetween(startIso: string, end: Date): number {
@@ -152,12 +165,16 @@ export function failureOfCode(
     "no-such-version": "VersionNotFound",
     "damaged-store": "DamagedStore",
     "restore-not-allowed": "RestoreNotAllowed",
+    // The agent's answer to a request that does not fit the contract: the same request again would too.
+    "bad-request": "InvalidRequest",
   };
   const reason = reasons[code ?? ""] ?? "RunFailed";
   return {
     reason,
     message: message ?? `the agent reported ${code ?? "a failure"} without a message`,
-    ...(reason === "VersionNotFound" || reason === "RestoreNotAllowed" ? { final: true } : {}),
+    ...(reason === "VersionNotFound" || reason === "RestoreNotAllowed" || reason === "InvalidRequest"
+      ? { final: true }
+      : {}),
   };
 }
 

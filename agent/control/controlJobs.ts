@@ -326,6 +326,7 @@ async function execute(
     ...common,
     destination: request.path,
     deleteExtra: request.deleteExtra ?? false,
+    keepFiltered: filterOptionsOfRequest(request),
     ...(request.version ? { version: request.version } : {}),
     onProgress: ({ filesDone, bytesDone }) =>
       progress("restoring", { filesDone, filesTotal: 0, bytesDone, bytesTotal: 0 }),

@@ -54,6 +54,7 @@ import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath, comparePaths, parentOf, parentsOf } from "../protocol/paths.ts";
 import { fsPath, nameFromBytes } from "../protocol/byteNames.ts";
 import { hashZeros } from "../chunking/zeros.ts";
+import { excludedPath, fileFilterReason, type FilterOptions } from "../source/filters.ts";
 
 export interface RestoreOptions {
   endpoint: Endpoint;
@@ -63,6 +64,13 @@ export interface RestoreOptions {
   destination: string;
   /** Remove entries under the destination that the version does not hold. */
   deleteExtra?: boolean;
+  /**
+   * With deleteExtra: the filters the source's backups run with. An extra entry they leave
+   * out (excluded, or stopped by the firewall) was never in any version, so it is kept, as
+   * rsync --delete keeps excluded files: a restore must not wipe a cache or the scripts the
+   * firewall kept at home.
+   */
+  keepFiltered?: FilterOptions;
   /** After each file written: the files and bytes so far (the stream does not say how many come). */
   onProgress?: (progress: { filesDone: number; bytesDone: number }) => void;
   /** Aborting it ends the session. */
@@ -148,7 +156,7 @@ export async function restoreJob(options: RestoreOptions): Promise<RestoreReport
           throw new ProtocolError("unexpected-frame", `frame ${message.type} has no place in a restore`);
       }
     }
-    if (options.deleteExtra) report.deleted = tree.removeExtra();
+    if (options.deleteExtra) report.deleted = tree.removeExtra(options.keepFiltered);
     report.symlinks = tree.finish();
     return report;
   } catch (error) {
@@ -342,8 +350,10 @@ class RestoredTree {
    * extra directory goes with its contents, walked by lstat, so a link is removed as a
    * link and nothing outside the destination is reached. Returns the non-directories removed.
    */
-  removeExtra(): number {
+  removeExtra(keepFiltered?: FilterOptions): number {
     let removed = 0;
+    const kept = (path: string) =>
+      keepFiltered !== undefined && leftOutByFilters(path, join(this.root, path), keepFiltered);
     for (const dir of [undefined, ...this.directories.keys()]) {
       const absolute = dir === undefined ? this.root : join(this.root, dir);
       if (dir !== undefined) {
@@ -355,7 +365,7 @@ class RestoredTree {
       for (const raw of readdirSync(fsPath(absolute), { encoding: "buffer" })) {
         const name = nameFromBytes(raw);
         const path = dir === undefined ? name : `${dir}/${name}`;
-        if (!this.admitted.has(path)) removed += removeEntry(join(this.root, path));
+        if (!this.admitted.has(path)) removed += removeEntry(this.root, path, kept);
       }
     }
     return removed;
@@ -461,17 +471,24 @@ function replaced(path: string, root: string): Error {
 }
 
 /** Removes `path` and, for a directory, all under it, never following a link; returns the non-directories removed. */
-function removeEntry(path: string): number {
-  const stat = lstatOrUndefined(path);
-  if (!stat) return 0;
+/**
+ * Removes an entry (a directory with its contents, walked by lstat) except what `kept`
+ * spares, by its path relative to the restore root; a directory that still holds a
+ * spared entry stays (as rsync keeps a directory with excluded files). Returns the
+ * non-directories removed.
+ */
+function removeEntry(root: string, path: string, kept: (path: string) => boolean): number {
+  const absolute = join(root, path);
+  const stat = lstatOrUndefined(absolute);
+  if (!stat || kept(path)) return 0;
   if (!stat.isDirectory()) {
-    unlinkSync(fsPath(path));
+    unlinkSync(fsPath(absolute));
     return 1;
   }
   let removed = 0;
-  for (const raw of readdirSync(fsPath(path), { encoding: "buffer" }))
-    removed += removeEntry(join(path, nameFromBytes(raw)));
-  rmdirSync(fsPath(path));
+  for (const raw of readdirSync(fsPath(absolute), { encoding: "buffer" }))
+    removed += removeEntry(root, `${path}/${nameFromBytes(raw)}`, kept);
+  if (readdirSync(fsPath(absolute)).length === 0) rmdirSync(fsPath(absolute));
   return removed;
 }
 
@@ -484,5 +501,17 @@ function lstatOrUndefined(path: string) {
     return lstatSync(fsPath(path));
   } catch {
     return undefined;
+  }
+}
+
+/** Whether a backup with `filters` leaves the entry out (never read, so never in a version). */
+function leftOutByFilters(path: string, absolute: string, filters: FilterOptions): boolean {
+  if (excludedPath(path, filters)) return true;
+  const stat = lstatOrUndefined(absolute);
+  if (!stat?.isFile()) return false;
+  try {
+    return fileFilterReason(path, stat.size, absolute, filters) !== undefined;
+  } catch {
+    return true; // unreadable to the firewall: a backup would not have it either
   }
 }

@@ -149,7 +149,7 @@ export const backupJobSpec = withRules(
         ).optional(),
         deleteExtraFiles: described(
           z.boolean(),
-          "Also remove files under the restore path that the version does not hold (rsync --delete).",
+          "Also remove files under the restore path that the version does not hold (rsync --delete); files this job's filters or content firewall leave out are kept, as a backup with them never held those files.",
         ).default(false),
       }),
       "Options of a Restore run.",

@@ -13,6 +13,7 @@ import {
   mkdirSync,
   statSync,
   mkdtempSync,
+  readFileSync,
   readdirSync,
   rmSync,
   symlinkSync,
@@ -250,6 +251,21 @@ describe("the agent's control endpoint runs the operator's jobs", () => {
     assert.deepEqual(treeSnapshot(outside), { "keep.txt": Buffer.from("not ours").toString("base64") });
     const stored = join(root, SITE, SOURCE, "versions", pushed.version, "tree", "dir");
     assert.equal(statSync(join(dest, "dir")).mode & 0o7777, statSync(stored).mode & 0o7777);
+  });
+
+  it("keeps, with deleteExtra, what the job's filters and firewall leave out: no backup ever held it", async () => {
+    const dest = join(work, "restored-filtered");
+    mkdirSync(join(dest, "tools"), { recursive: true });
+    writeFileSync(join(dest, "cache.tmp"), "excluded by **/*.tmp");
+    writeFileSync(join(dest, "tools", "deploy"), "#!/bin/sh\necho stopped by the firewall\n");
+    writeFileSync(join(dest, "extra.txt"), "in no version, not filtered");
+    const job = request({ jobId: jobId("restore"), mode: "restore", path: dest, deleteExtra: true });
+    const result = await runJob(at(mover), job, operatorOptions(pki));
+    assert.equal(result.outcome, "succeeded", result.message);
+    assert.equal(readFileSync(join(dest, "cache.tmp"), "utf8"), "excluded by **/*.tmp");
+    assert.match(readFileSync(join(dest, "tools", "deploy"), "utf8"), /^#!/);
+    assert.equal(existsSync(join(dest, "extra.txt")), false);
+    assert.equal(result.files.deleted, 1);
   });
 
   it("fails with `unreachable` when nothing listens at the target", async () => {

@@ -70,6 +70,18 @@ describe("renewing an issued TLS Secret", () => {
     assert.equal(reasonAt(aSecret({ "ca.crt": otherCa.certificatePem }, {})), "CaChanged");
   });
 
+  it("issues one when the Secret was edited to hold another CA's certificate beside the right ca.crt", async () => {
+    const foreign = await issueCertificate(otherCa, {
+      commonName: issuedFor,
+      usage: "server-and-client",
+      validForMs,
+    });
+    assert.equal(
+      reasonAt(aSecret({ "tls.crt": foreign.certificatePem, "tls.key": foreign.privateKeyPem })),
+      "CaChanged",
+    );
+  });
+
   it("issues one when it was issued for other names", () => {
     assert.equal(reasonAt(aSecret({}, { [ISSUED_FOR_ANNOTATION]: "someone-else" })), "SubjectChanged");
     assert.equal(reasonAt(aSecret({}, {})), "SubjectChanged");

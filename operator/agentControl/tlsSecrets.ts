@@ -1,9 +1,11 @@
 /**
  * Reading and renewing the TLS Secrets the operator issues for agents (kubernetes.io/tls
  * with tls.crt, tls.key and ca.crt). One rule for all of them: a certificate is issued
- * again when it is missing or unreadable, when it was not signed by the current CA, when
+ * again when it is missing or unreadable, when it was not signed by the current CA (its
+ * ca.crt differs, or its signature does not verify: an edited Secret), when
  * it was issued for other names, or when less than a third of its life is left.
  */
+import { X509Certificate } from "node:crypto";
 import type { V1Secret } from "@kubernetes/client-node";
 import { certificateNotAfter } from "../../pki/certificates.ts";
 
@@ -34,10 +36,19 @@ export function renewalReason(
   } catch {
     return "Unreadable";
   }
-  if (decodeSecretKey(secret, "ca.crt") !== caPem) return "CaChanged";
+  if (decodeSecretKey(secret, "ca.crt") !== caPem || !signedBy(certificatePem, caPem)) return "CaChanged";
   if (secret.metadata?.annotations?.[ISSUED_FOR_ANNOTATION] !== issuedFor) return "SubjectChanged";
   if (notAfter.getTime() - now.getTime() <= validForMs / 3) return "Expiring";
   return undefined;
+}
+
+/** Whether the CA signed the certificate: a Secret edited to hold another CA's certificate is issued again. */
+function signedBy(certificatePem: string, caPem: string): boolean {
+  try {
+    return new X509Certificate(certificatePem).verify(new X509Certificate(caPem).publicKey);
+  } catch {
+    return false;
+  }
 }
 
 /** When the certificate in `secret` is next due for renewal (a third of its life before expiry). */

@@ -11,9 +11,11 @@
 import type { V1PersistentVolumeClaim, V1Service, V1StatefulSet } from "@kubernetes/client-node";
 import { renderFlags } from "../../contract/flags.ts";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
+import { DEFAULT_CONTROL_PORT } from "../../contract/reports.ts";
 import { DEFAULT_HEALTH_PORT, receiveFlags, type ReceiveOptions } from "../../contract/roles.ts";
 import { durationToMs, sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec } from "../../crds/schema/offsiteServer.ts";
+import { AGENT_CONTROL_CERTS_DIR, AGENT_CONTROL_SECRET } from "../agentControl/names.ts";
 import {
   RECEIVER_CONTAINER,
   RECEIVER_PORT_NAME,
@@ -34,10 +36,22 @@ export const RECEIVER_CERTS_DIR = "/etc/offsite/tls";
  * the contract's flag table (contract/roles.ts), so the agent parses exactly these.
  */
 const HEALTH_PORT_NAME = "health";
+export const CONTROL_PORT_NAME = "control";
 
 /** The receiver's probe port: the contract's default, unless the spec's port takes it. */
 function healthPortOf(spec: OffsiteServerSpec): number {
   return spec.port === DEFAULT_HEALTH_PORT ? DEFAULT_HEALTH_PORT + 1 : DEFAULT_HEALTH_PORT;
+}
+
+/**
+ * The receiver's control port (GET /v1/receiver, which the operator polls by pod IP): the
+ * contract's default, or the next port that neither spec.port nor the probe port takes.
+ */
+export function receiverControlPort(spec: OffsiteServerSpec): number {
+  const taken = new Set([spec.port, healthPortOf(spec)]);
+  let port = DEFAULT_CONTROL_PORT;
+  while (taken.has(port)) port++;
+  return port;
 }
 
 export function receiverArguments(spec: OffsiteServerSpec): string[] {
@@ -52,9 +66,9 @@ export function receiverArguments(spec: OffsiteServerSpec): string[] {
     suspendedSources: spec.suspendedSources,
     idleTimeout: durationToMs(spec.idleTimeout),
     healthPort: healthPortOf(spec),
-    // The control endpoint (check-ins for status.sources) comes with the BackupJob work.
-    controlPort: 0,
-    controlCerts: undefined,
+    // Check-ins and usage for status.sources and status.capacity (agent/CONTROL.md).
+    controlPort: receiverControlPort(spec),
+    controlCerts: AGENT_CONTROL_CERTS_DIR,
   };
   return ["receive", ...renderFlags(receiveFlags, options)];
 }
@@ -136,6 +150,7 @@ export function desiredStatefulSet({
               ports: [
                 { name: RECEIVER_PORT_NAME, containerPort: spec.port, protocol: "TCP" },
                 { name: HEALTH_PORT_NAME, containerPort: healthPortOf(spec), protocol: "TCP" },
+                { name: CONTROL_PORT_NAME, containerPort: receiverControlPort(spec), protocol: "TCP" },
               ],
               // HTTP probes answered by the receiver's event loop (agent/receiver/healthServer.ts):
               // a TCP probe of the TLS port passes even when the process hangs. Ready once it
@@ -156,6 +171,7 @@ export function desiredStatefulSet({
               volumeMounts: [
                 { name: "data", mountPath: RECEIVER_DATA_DIR },
                 { name: "tls", mountPath: RECEIVER_CERTS_DIR, readOnly: true },
+                { name: "control", mountPath: AGENT_CONTROL_CERTS_DIR, readOnly: true },
                 { name: "tmp", mountPath: "/tmp" },
               ],
             },
@@ -163,6 +179,13 @@ export function desiredStatefulSet({
           volumes: [
             { name: "data", persistentVolumeClaim: { claimName } },
             { name: "tls", secret: { secretName: names.serverTlsSecret, defaultMode: 0o440 } },
+            // The namespace's agent control Secret (operator/agentControl): optional, so the
+            // pod never waits for it; without it the receiver serves data and refuses control
+            // connections until the kubelet mounts it (the agent reads the directory again).
+            {
+              name: "control",
+              secret: { secretName: AGENT_CONTROL_SECRET, defaultMode: 0o440, optional: true },
+            },
             { name: "tmp", emptyDir: {} },
           ],
         },

@@ -5,11 +5,13 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { DEFAULT_CONTROL_PORT } from "../../contract/reports.ts";
 import { DEFAULT_RETENTION } from "../../contract/retention.ts";
 import { DEFAULT_HEALTH_PORT, DEFAULT_IDLE_TIMEOUT_MS } from "../../contract/roles.ts";
 import { agentCommandLineOf } from "../../test/contract/agentCommandLine.ts";
-import { RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR } from "./desiredState.ts";
-import { aReceiverContainer } from "./fixtures.ts";
+import { AGENT_CONTROL_CERTS_DIR, AGENT_CONTROL_SECRET } from "../agentControl/names.ts";
+import { RECEIVER_CERTS_DIR, RECEIVER_DATA_DIR, desiredStatefulSet } from "./desiredState.ts";
+import { aReceiverContainer, anOffsiteServer } from "./fixtures.ts";
 
 function receiverCommandLine(fields: Record<string, unknown>) {
   const container = aReceiverContainer(fields);
@@ -31,11 +33,54 @@ describe("the receiver's command line", () => {
       suspendedSources: [],
       idleTimeout: DEFAULT_IDLE_TIMEOUT_MS,
       healthPort: DEFAULT_HEALTH_PORT,
-      controlPort: 0,
+      controlPort: DEFAULT_CONTROL_PORT,
+      controlCerts: AGENT_CONTROL_CERTS_DIR,
     });
     // The paths it names are where the volumes are mounted.
     assert.equal(mounts.data, RECEIVER_DATA_DIR);
     assert.equal(mounts.tls, RECEIVER_CERTS_DIR);
+    assert.equal(mounts.control, AGENT_CONTROL_CERTS_DIR);
+  });
+
+  it("serves its control endpoint from the namespace's agent control Secret, mounted optional and read-only", () => {
+    const server = anOffsiteServer();
+    const pod = desiredStatefulSet({
+      server: server.identity(),
+      spec: server.spec(),
+      defaultImage: "offsite/agent:test",
+      tlsChecksum: "c1",
+    }).spec!.template.spec!;
+    const container = pod.containers[0]!;
+    assert.deepEqual(
+      pod.volumes?.find((v) => v.name === "control")?.secret,
+      { secretName: AGENT_CONTROL_SECRET, defaultMode: 0o440, optional: true },
+      "a pod never waits for the control Secret",
+    );
+    assert.equal(container.volumeMounts?.find((m) => m.name === "control")?.readOnly, true);
+    assert.deepEqual(
+      container.ports?.find((p) => p.name === "control"),
+      {
+        name: "control",
+        containerPort: DEFAULT_CONTROL_PORT,
+        protocol: "TCP",
+      },
+    );
+  });
+
+  it("puts its data, probe and control endpoints on three different ports, whatever spec.port is", () => {
+    for (const port of [5722, DEFAULT_CONTROL_PORT, DEFAULT_HEALTH_PORT, DEFAULT_HEALTH_PORT + 1, 6000]) {
+      const { commandLine, container } = receiverCommandLine({ port });
+      const { healthPort, controlPort } = commandLine.options as { healthPort: number; controlPort: number };
+      assert.equal(
+        new Set([port, healthPort, controlPort]).size,
+        3,
+        `port ${port}: ${container.args?.join(" ")}`,
+      );
+      assert.equal(container.ports!.find((p) => p.name === "control")!.containerPort, controlPort);
+      assert.equal(commandLine.options.port, port);
+      if (port !== DEFAULT_CONTROL_PORT && port !== DEFAULT_HEALTH_PORT)
+        assert.equal(controlPort, DEFAULT_CONTROL_PORT, "the default unless something else takes it");
+    }
   });
 
   it("serves its probes on the port the pod's HTTP probes ask, never the receiver's own", () => {

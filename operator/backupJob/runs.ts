@@ -154,6 +154,10 @@ export function failureOfCode(
   const reasons: Record<string, string> = {
     unreachable: "ReceiverUnreachable",
     "idle-timeout": "ReceiverUnreachable",
+    // The receiver went away mid-session (its pod was deleted or restarted).
+    "connection-lost": "ReceiverUnreachable",
+    // The agent was stopped mid-job (its pod is being deleted).
+    shutdown: "AgentGone",
     timeout: "ReceiverUnreachable",
     busy: "ReceiverBusy",
     suspended: "SourceSuspended",

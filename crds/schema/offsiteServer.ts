@@ -144,24 +144,33 @@ export const offsiteServerSpec = withRules(
   },
 );
 
+/** The bound of status.sources (operator/offsiteServer/sources.ts keeps to it). */
+export const MAX_STATUS_SOURCES = 1000;
+
 const sourceStatus = z.object({
   // Written by the operator, so no CEL here: rules inside status lists only cost API server budget.
-  site: described(z.string().max(63), "GUID of the site the source belongs to."),
+  site: described(
+    z.string().max(63),
+    "GUID of the site the source belongs to; * for a suspended source no BackupJob or check-in names (the receiver refuses it from any site).",
+  ),
   source: described(z.string().max(63), "GUID of the source (protected workload/volume)."),
   name: described(
     z.string().max(512),
-    "namespace/name of the BackupJob or ReplicationPair, when known.",
+    "namespace/name of the BackupJob or ReplicationPair, when known (several, comma-separated, when they share the source).",
   ).optional(),
   state: described(
     z.enum(["Online", "Offline", "NeverCheckedIn", "Suspended"]),
-    "Online: checked in recently; Offline: missed its check-ins; NeverCheckedIn: issued a certificate but never connected; Suspended: refused by spec.suspendedSources.",
+    "Online: its last session ended within its check-in window (twice its BackupJob's schedule interval plus 10 minutes; 25h without a schedule); Offline: missed its check-ins; NeverCheckedIn: a BackupJob targets this server but the receiver has no session of it; Suspended: refused by spec.suspendedSources.",
   ),
-  lastCheckIn: described(z.iso.datetime(), "When the source last connected.").optional(),
+  lastCheckIn: described(
+    z.iso.datetime(),
+    "When a session of the source last ended, whatever its outcome.",
+  ).optional(),
   versions: described(z.number().int().nonnegative(), "Versions stored for the source.").optional(),
   latestVersion: described(z.string().max(128), "ID of the newest complete version.").optional(),
   bytesStored: described(
     z.number().int().nonnegative(),
-    "Bytes the source's versions occupy on disk.",
+    "Bytes of the newest version's files by its manifest; older versions share unchanged files with it (status.capacity.usedBytes is the volume's exact use).",
   ).optional(),
 });
 
@@ -198,10 +207,14 @@ export const offsiteServerStatus = z.object({
     }),
     "How full the data volume is.",
   ).optional(),
-  sources: described(z.array(sourceStatus), "Sources that push to this server.", {
-    "x-kubernetes-list-type": "map",
-    "x-kubernetes-list-map-keys": ["site", "source"],
-  }).optional(),
+  sources: described(
+    z.array(sourceStatus).max(MAX_STATUS_SOURCES),
+    `Sources that push to this server: those the receiver reports, those BackupJobs target it with, and spec.suspendedSources; sorted by site and source, the first ${MAX_STATUS_SOURCES}.`,
+    {
+      "x-kubernetes-list-type": "map",
+      "x-kubernetes-list-map-keys": ["site", "source"],
+    },
+  ).optional(),
   restartedAt: described(z.string().max(64), "The offsite.dev/restart-at value last acted on.").optional(),
   observedGeneration: observedGeneration().optional(),
   conditions: conditions().optional(),

@@ -1,7 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import type { ReceiverReport } from "../../contract/reports.ts";
 import { computeStatus, lastWords, type ObservedServer } from "./status.ts";
 import { aClaim, aPod, aService, aStatefulSet, anOffsiteServer } from "./fixtures.ts";
+import { pollablePodIp } from "./receiverPoll.ts";
 
 const now = new Date("2026-11-21T12:00:00Z");
 
@@ -201,6 +203,108 @@ describe("OffsiteServer status", () => {
       assert.equal(condition(computeStatus(observe({ pod: undefined })), "Ready")?.status, "False");
       const nothing = computeStatus(observe({ statefulSet: undefined, pod: undefined }));
       assert.equal(nothing.phase, "Pending");
+    });
+  });
+
+  describe("check-ins and usage from the receiver's report", () => {
+    const SITE = "5f0c9a7e-1b2d-4e3f-8a9b-0c1d2e3f4a5b";
+    const report: ReceiverReport = {
+      reportedAt: "2026-11-21T11:59:58Z",
+      volume: { totalBytes: 10_000_000_000, usedBytes: 2_500_000_000 },
+      jobsRunning: 0,
+      sources: [
+        {
+          site: SITE,
+          source: "orders",
+          lastSessionAt: "2026-11-21T11:00:00Z",
+          lastOutcome: "committed",
+          versions: 4,
+          latestVersion: "20261121T110000Z",
+          bytesStored: 123_456,
+        },
+      ],
+    };
+    const expectedSources = [
+      { site: SITE, source: "orders", name: "apps/orders" },
+      { site: SITE, source: "billing", name: "apps/billing" },
+    ];
+
+    it("lists the reported and the expected sources, takes used bytes, and says SourcesReported", () => {
+      const status = computeStatus(
+        observe({ receiverPoll: { ok: true, report }, expectedSources, controlAddress: "10.0.0.7:5723" }),
+      );
+      assert.deepEqual(status.sources, [
+        { site: SITE, source: "billing", name: "apps/billing", state: "NeverCheckedIn" },
+        {
+          site: SITE,
+          source: "orders",
+          name: "apps/orders",
+          state: "Online",
+          lastCheckIn: "2026-11-21T11:00:00Z",
+          versions: 4,
+          latestVersion: "20261121T110000Z",
+          bytesStored: 123_456,
+        },
+      ]);
+      assert.deepEqual(status.capacity, {
+        totalBytes: 10 * 2 ** 30,
+        usedBytes: 2_500_000_000,
+        reportedAt: "2026-11-21T11:59:58Z",
+      });
+      const reported = condition(status, "SourcesReported")!;
+      assert.deepEqual([reported.status, reported.reason], ["True", "ReceiverReported"]);
+      assert.match(reported.message, /1 sources and 2500000000 of 10000000000 bytes used/);
+    });
+
+    it("keeps the last report's sources and capacity when a poll fails, and says why", () => {
+      const good = computeStatus(observe({ receiverPoll: { ok: true, report }, expectedSources }));
+      const later = new Date(now.getTime() + 60_000);
+      const failed = computeStatus(
+        observe({
+          previous: good,
+          now: later,
+          expectedSources,
+          controlAddress: "10.0.0.7:5723",
+          receiverPoll: {
+            ok: false,
+            reason: "ReceiverUnreachable",
+            message: "cannot connect to the agent at 10.0.0.7:5723: connect ECONNREFUSED",
+          },
+        }),
+      );
+      assert.deepEqual(failed.sources, good.sources);
+      assert.deepEqual(failed.capacity, good.capacity);
+      const condition_ = condition(failed, "SourcesReported")!;
+      assert.deepEqual([condition_.status, condition_.reason], ["False", "ReceiverUnreachable"]);
+      assert.equal(condition_.lastTransitionTime, later.toISOString());
+      assert.match(condition_.message, /at 10\.0\.0\.7:5723 failed: cannot connect .*ECONNREFUSED\./);
+      assert.match(condition_.message, /keep the report of 2026-11-21T11:59:58Z/);
+      assert.match(condition_.message, /Secret offsite-agent-control of namespace backups/);
+      // A day on without an answer: the kept check-in is judged again (Offline), never dropped.
+      const dayLater = computeStatus(
+        observe({ previous: failed, now: new Date(now.getTime() + 26 * 3600_000), expectedSources }),
+      );
+      assert.equal(dayLater.sources?.find((s) => s.source === "orders")?.state, "Offline");
+      assert.equal(dayLater.sources?.length, 2);
+      assert.equal(condition(dayLater, "SourcesReported")?.reason, "ReceiverNotReady");
+    });
+
+    it("marks suspended sources, and asks only a receiver that is Running and Ready", () => {
+      const status = computeStatus(
+        observe(
+          { receiverPoll: { ok: true, report }, expectedSources },
+          anOffsiteServer().with({ suspendedSources: ["orders"] }),
+        ),
+      );
+      assert.equal(status.sources?.find((s) => s.source === "orders")?.state, "Suspended");
+      const ready = aPod().build();
+      assert.equal(pollablePodIp({ ...ready, status: { ...ready.status, podIP: "10.0.0.7" } }), "10.0.0.7");
+      assert.equal(pollablePodIp(ready), undefined, "no IP yet");
+      for (const pod of [aPod().notReadyYet().build(), aPod().terminating().build(), undefined])
+        assert.equal(
+          pollablePodIp(pod && { ...pod, status: { ...pod.status, podIP: "10.0.0.7" } }),
+          undefined,
+        );
     });
   });
 });

@@ -19,9 +19,12 @@ import type {
 } from "@kubernetes/client-node";
 import { sizeToBytes } from "../../contract/units.ts";
 import type { OffsiteServerSpec, OffsiteServerStatus } from "../../crds/schema/offsiteServer.ts";
+import { AGENT_CONTROL_SECRET } from "../agentControl/names.ts";
 import { setCondition, type Condition } from "../runtime/conditions.ts";
 import type { SpecProblem } from "./desiredState.ts";
 import { RECEIVER_CONTAINER, RESTART_ANNOTATION, SERVER_LABEL, offsiteServerNames } from "./names.ts";
+import type { ReceiverPoll } from "./receiverPoll.ts";
+import { MAX_STATUS_SOURCES, reportedFromStatus, sourcesStatus, type ExpectedSource } from "./sources.ts";
 
 export interface ObservedServer {
   name: string;
@@ -40,6 +43,12 @@ export interface ObservedServer {
   certificateNotAfter: Date | undefined;
   problems: SpecProblem[];
   now: Date;
+  /** This reconcile's poll of the receiver's control endpoint; undefined when it was not asked (not Ready). */
+  receiverPoll?: ReceiverPoll;
+  /** Where the poll went (pod IP:control port), for its condition's message. */
+  controlAddress?: string;
+  /** The sources BackupJobs send here (sources.ts: expectedSources). */
+  expectedSources?: ExpectedSource[];
 }
 
 /** host:port where sources in other clusters reach the server, when known. */
@@ -362,6 +371,72 @@ export function computeStatus(o: ObservedServer): OffsiteServerStatus {
   if (capacityText) status.capacity = { ...o.previous?.capacity, totalBytes: sizeToBytes(capacityText) };
   const restartAt = o.annotations?.[RESTART_ANNOTATION];
   if (restartAt) status.restartedAt = restartAt;
-  status.sources ??= [];
+
+  // Check-ins and usage: this poll's report, or the last one's as status kept it.
+  const poll = o.receiverPoll;
+  const report = poll?.ok ? poll.report : undefined;
+  const { sources, total } = sourcesStatus({
+    reported: report ? report.sources : reportedFromStatus(o.previous?.sources),
+    expected: o.expectedSources ?? [],
+    suspended: o.spec.suspendedSources,
+    now: o.now,
+  });
+  status.sources = sources;
+  if (report) {
+    status.capacity = {
+      ...status.capacity,
+      totalBytes: capacityText ? sizeToBytes(capacityText) : report.volume.totalBytes,
+      usedBytes: report.volume.usedBytes,
+      reportedAt: report.reportedAt,
+    };
+  }
+  status.conditions = setCondition(
+    status.conditions,
+    sourcesReported(o, poll, sources.length, total),
+    o.generation,
+    o.now,
+  );
   return status;
+}
+
+/** The SourcesReported condition: whether status.sources and capacity are this reconcile's report. */
+function sourcesReported(
+  o: ObservedServer,
+  poll: ReceiverPoll | undefined,
+  listed: number,
+  total: number,
+): Parameters<typeof setCondition>[1] {
+  const bounded =
+    total > listed
+      ? ` status.sources lists the first ${MAX_STATUS_SOURCES} of ${total} by site and source.`
+      : "";
+  const kept = o.previous?.capacity?.reportedAt
+    ? ` status.sources and status.capacity keep the report of ${o.previous.capacity.reportedAt}.`
+    : " status.sources lists only the sources BackupJobs and spec.suspendedSources name.";
+  if (poll?.ok) {
+    const { volume, reportedAt } = poll.report;
+    return {
+      type: "SourcesReported",
+      status: "True",
+      reason: "ReceiverReported",
+      message: `The receiver reported ${poll.report.sources.length} sources and ${volume.usedBytes} of ${volume.totalBytes} bytes used at ${reportedAt}.${bounded}`,
+    };
+  }
+  if (poll) {
+    return {
+      type: "SourcesReported",
+      status: "False",
+      reason: poll.reason,
+      message:
+        `Asking the receiver for its check-ins${o.controlAddress ? ` at ${o.controlAddress}` : ""} failed: ${sentence(poll.message)}` +
+        `${kept}${bounded} The receiver serves its control endpoint with Secret ${AGENT_CONTROL_SECRET} of namespace ${o.namespace} (the operator issues it); ` +
+        "the operator must reach the pod's IP on its control port.",
+    };
+  }
+  return {
+    type: "SourcesReported",
+    status: "False",
+    reason: o.spec.suspend ? "Suspended" : "ReceiverNotReady",
+    message: `${o.spec.suspend ? "spec.suspend is true" : "The receiver is not Ready"}, so it was not asked for its check-ins.${kept}${bounded}`,
+  };
 }

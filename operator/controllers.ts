@@ -6,9 +6,9 @@
 import type { ControllerDefinition } from "./runtime/controller.ts";
 import { callAgentOverControlChannel } from "./backupJob/callAgent.ts";
 import { createBackupJobController } from "./backupJob/reconcileBackupJob.ts";
-import { offsiteServerController } from "./offsiteServer/reconcileOffsiteServer.ts";
+import { createOffsiteServerController } from "./offsiteServer/reconcileOffsiteServer.ts";
 
 export const CONTROLLERS: readonly ControllerDefinition[] = [
-  offsiteServerController,
+  createOffsiteServerController(),
   createBackupJobController(callAgentOverControlChannel),
 ];

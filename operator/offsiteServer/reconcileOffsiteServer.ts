@@ -14,11 +14,21 @@
  * mint a second CA and re-sign every certificate. The receiver pod, which status only
  * reports on (Ready comes from its state: status.ts), is read from the cache.
  */
-import { CoreV1Api, type V1PersistentVolumeClaim, type V1Pod, type V1Secret } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type V1PersistentVolumeClaim,
+  type V1Pod,
+  type V1Secret,
+} from "@kubernetes/client-node";
 import { durationToMs, sizeToBytes } from "../../contract/units.ts";
 import { offsiteServerSpec, type OffsiteServerStatus } from "../../crds/schema/offsiteServer.ts";
-import { GROUP, VERSION, type OffsiteServer } from "../../crds/definitions.ts";
+import { GROUP, VERSION, type BackupJob, type OffsiteServer } from "../../crds/definitions.ts";
 import { certificateNotAfter } from "../../pki/certificates.ts";
+import { ensureAgentControlSecret } from "../agentControl/agentControlSecret.ts";
+import { OperatorControlCredentials } from "../agentControl/operatorCredentials.ts";
+import { PLURAL as BACKUP_JOB_PLURAL } from "../backupJob/names.ts";
+import { clusterSiteGuid } from "../backupJob/target.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ControllerContext, ControllerDefinition, ReconcileOutcome } from "../runtime/controller.ts";
 import { ReconcileError, errorMessage, isNotFound, readOptional } from "../runtime/kubeApi.ts";
@@ -36,46 +46,62 @@ import {
   desiredDataClaim,
   desiredService,
   desiredStatefulSet,
+  receiverControlPort,
   type ServerIdentity,
   type SpecProblem,
 } from "./desiredState.ts";
 import { KIND, PLURAL, RESTART_ANNOTATION, offsiteServerNames, serverHosts } from "./names.ts";
+import { ReceiverPoller, pollablePodIp, type ReceiverPoll } from "./receiverPoll.ts";
+import { expectedSources, needsDefaultSite } from "./sources.ts";
 import { computeStatus } from "./status.ts";
 
 const DAY_MS = 24 * 3600 * 1000;
 /** Re-check servers that wait on something outside our watches (a load balancer address). */
 const POLL_WHILE_WAITING_MS = 30_000;
+/** A Ready receiver is asked for its check-ins this often (and at every reconcile). */
+export const RECEIVER_POLL_MS = 30_000;
 const SOURCE_STATES = ["Online", "Offline", "NeverCheckedIn", "Suspended"] as const;
 
-export const offsiteServerController: ControllerDefinition<OffsiteServer> = {
-  kind: KIND,
-  group: GROUP,
-  version: VERSION,
-  plural: PLURAL,
-  // Each labelled offsite.dev/offsiteserver=<name> (names.ts: offsiteServerLabels).
-  watches: [
-    { resource: STATEFULSETS },
-    { resource: SERVICES },
-    { resource: SECRETS },
-    { resource: PERSISTENT_VOLUME_CLAIMS },
-    // The receiver pod (template labels): its state is the Ready condition's evidence.
-    { resource: PODS },
-  ],
-  errorReasons: ["DeleteClaimFailed"],
-  failurePhase: "Degraded",
-  reconcile: reconcileOffsiteServer,
-  finalize: finalizeOffsiteServer,
-  publish: publishServerMetrics,
-  forget(ctx, namespace, name) {
-    ctx.metrics.forgetServer(namespace, name);
-    ctx.metrics.certificateExpiry.remove({ namespace, secret: offsiteServerNames(name).serverTlsSecret });
-  },
-};
+/** The controller; it holds the operator's control client certificate (one per controller). */
+export function createOffsiteServerController(): ControllerDefinition<OffsiteServer> {
+  let credentials: OperatorControlCredentials | undefined;
+  const poller = new ReceiverPoller();
+  return {
+    kind: KIND,
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    // Each labelled offsite.dev/offsiteserver=<name> (names.ts: offsiteServerLabels).
+    watches: [
+      { resource: STATEFULSETS },
+      { resource: SERVICES },
+      { resource: SECRETS },
+      { resource: PERSISTENT_VOLUME_CLAIMS },
+      // The receiver pod (template labels): its state is the Ready condition's evidence.
+      { resource: PODS },
+    ],
+    errorReasons: ["DeleteClaimFailed"],
+    failurePhase: "Degraded",
+    reconcile: (ctx, server, log) => {
+      credentials ??= new OperatorControlCredentials(() => ctx.operatorCa);
+      return reconcileOffsiteServer(ctx, server, log, credentials, poller);
+    },
+    finalize: finalizeOffsiteServer,
+    publish: publishServerMetrics,
+    forget(ctx, namespace, name) {
+      poller.forget(`${namespace}/${name}`);
+      ctx.metrics.forgetServer(namespace, name);
+      ctx.metrics.certificateExpiry.remove({ namespace, secret: offsiteServerNames(name).serverTlsSecret });
+    },
+  };
+}
 
 async function reconcileOffsiteServer(
   ctx: ControllerContext,
   server: OffsiteServer,
   log: Logger,
+  operatorCredentials: OperatorControlCredentials,
+  poller: ReceiverPoller,
 ): Promise<ReconcileOutcome<OffsiteServer>> {
   const { namespace, name } = server.metadata as { namespace: string; name: string };
   const core = ctx.kc.makeApiClient(CoreV1Api);
@@ -145,6 +171,8 @@ async function reconcileOffsiteServer(
     log.info({ renewal }, "issued the receiver's serving certificate");
   }
   const notAfter = certificateNotAfter(Buffer.from(serving!.data!["tls.crt"]!, "base64").toString());
+  // The receiver's control endpoint serves with the namespace's agent control Secret.
+  const controlRenewal = await ensureAgentControlSecret(ctx, namespace);
   ctx.metrics.certificateExpiry.set({ namespace, secret: names.serverTlsSecret }, notAfter.getTime() / 1000);
 
   // Storage: our own claim (grown, never shrunk) or the user's existing one.
@@ -209,6 +237,35 @@ async function reconcileOffsiteServer(
   // From the cache: status only reports on the pod, and its next change queues a new run.
   const pod = ctx.cached<V1Pod>(PODS, namespace, names.pod);
 
+  // Check-ins: ask a Ready receiver; status keeps the last report when it cannot answer.
+  const podIp = spec.suspend ? undefined : pollablePodIp(pod);
+  const controlAddress = podIp ? { host: podIp, port: receiverControlPort(spec) } : undefined;
+  let receiverPoll: ReceiverPoll | undefined;
+  let nextPollInMs = 24 * DAY_MS;
+  if (controlAddress) {
+    const polled = await poller.poll(
+      `${namespace}/${name}`,
+      pod?.metadata?.uid,
+      controlAddress,
+      async () => {
+        const control = await operatorCredentials.get();
+        return { cert: control.cert, key: control.key, caPem: ctx.operatorCa.certificatePem };
+      },
+      now.getTime(),
+    );
+    receiverPoll = polled.poll;
+    nextPollInMs = polled.at + RECEIVER_POLL_MS - now.getTime();
+    if (!receiverPoll.ok && findCondition(server.status?.conditions, "SourcesReported")?.status !== "False")
+      log.warn({ reason: receiverPoll.reason }, `polling the receiver failed: ${receiverPoll.message}`);
+  }
+  const jobs = await listBackupJobs(ctx);
+  const expected = expectedSources(
+    { namespace, name },
+    jobs,
+    needsDefaultSite(jobs) ? await clusterSiteGuid(ctx) : undefined,
+    now,
+  );
+
   const status = computeStatus({
     name,
     namespace,
@@ -224,6 +281,9 @@ async function reconcileOffsiteServer(
     certificateNotAfter: notAfter,
     problems,
     now,
+    ...(receiverPoll ? { receiverPoll } : {}),
+    ...(controlAddress ? { controlAddress: `${controlAddress.host}:${controlAddress.port}` } : {}),
+    expectedSources: expected,
   });
 
   for (const problem of problems) {
@@ -232,14 +292,38 @@ async function reconcileOffsiteServer(
     }
   }
 
-  const renewInMs = renewalDueAt(serving!, renewBeforeMs).getTime() - now.getTime();
+  const renewInMs =
+    Math.min(renewalDueAt(serving!, renewBeforeMs).getTime(), controlRenewal.getTime()) - now.getTime();
   const ready = findCondition(status.conditions, "Ready");
   const waiting = ready?.reason === "LoadBalancerPending" || ready?.reason === "EndpointUnknown";
   // setTimeout cannot wait longer than ~24.8 days; a later run re-arms the timer.
   return {
     status,
-    requeueAfterMs: Math.min(Math.max(renewInMs, 1000), waiting ? POLL_WHILE_WAITING_MS : 24 * DAY_MS),
+    requeueAfterMs: Math.min(
+      Math.max(renewInMs, 1000),
+      waiting ? POLL_WHILE_WAITING_MS : 24 * DAY_MS,
+      Math.max(nextPollInMs, 1000),
+    ),
   };
+}
+
+/** Every BackupJob of the cluster, from the API server: which of them push here is status.sources' business. */
+async function listBackupJobs(ctx: ControllerContext): Promise<BackupJob[]> {
+  const custom = ctx.kc.makeApiClient(CustomObjectsApi);
+  const jobs: BackupJob[] = [];
+  let _continue: string | undefined;
+  do {
+    const page = (await custom.listClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: BACKUP_JOB_PLURAL,
+      limit: 500,
+      ...(_continue ? { _continue } : {}),
+    })) as { items: BackupJob[]; metadata?: { _continue?: string } };
+    jobs.push(...page.items);
+    _continue = page.metadata?._continue || undefined;
+  } while (_continue);
+  return jobs;
 }
 
 /** The finalize step: deletes the data claim only with retainPolicy Delete (and not the user's own). */

@@ -20,11 +20,15 @@ const ORDERS = "orders-db";
 const MEDIA = "media";
 const SUSPENDED = "old-uploads";
 
-/** The receiver's args as the operator renders them for `fields`, less the pod's paths and port. */
+/**
+ * The receiver's args as the operator renders them for `fields`, less the pod's paths and
+ * ports (the control port is a fixed number in the pod; here it would be one for every
+ * test process on the machine).
+ */
 function renderedReceiverArgs(fields: Record<string, unknown>): string[] {
   const args = aReceiverContainer(fields).args!;
   assert.equal(args[0], "receive");
-  return args.slice(1).filter((arg) => !/^--(root|certs|host|port)=/.test(arg));
+  return args.slice(1).filter((arg) => !/^--(root|certs|host|port|control-port|control-certs)=/.test(arg));
 }
 
 describe("an OffsiteServer's spec in the receiver process", () => {

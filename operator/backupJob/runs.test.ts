@@ -273,10 +273,23 @@ describe("the failure of an agent's code", () => {
       const failure = failureOfCode(code, "what the agent said");
       assert.equal(failure.reason, reason);
       assert.equal(failure.final ?? false, final);
-      assert.equal(failure.message, "what the agent said");
+      if (code === "suspended")
+        assert.match(failure.message, /^what the agent said; .*spec\.suspendedSources/);
+      else assert.equal(failure.message, "what the agent said");
       assert.ok(failure.reason.length <= 64);
     });
   }
+
+  it("keeps the receiver's refusal of a suspended source, which says what to change, and adds it otherwise", () => {
+    const said =
+      "the receiver at vault.backups.svc:5722: source orders-db is suspended on this receiver (spec.suspendedSources of its OffsiteServer); " +
+      "its versions are kept and can be compared and restored; remove it from the list to push again";
+    assert.deepEqual(failureOfCode("suspended", said), { reason: "SourceSuspended", message: said });
+    assert.match(
+      failureOfCode("suspended", undefined).message,
+      /^the server refuses this source's pushes: .*spec\.suspendedSources of the OffsiteServer \(status\.server\); remove it there/,
+    );
+  });
 
   it("says what the agent reported when it gave no message", () => {
     assert.equal(failureOfCode("busy", undefined).message, "the agent reported busy without a message");

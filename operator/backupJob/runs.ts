@@ -173,9 +173,18 @@ export function failureOfCode(
     "bad-request": "InvalidRequest",
   };
   const reason = reasons[code ?? ""] ?? "RunFailed";
+  // The receiver's own refusal names the field (agent/receiver/receiverServer.ts); another
+  // receiver's, or none at all, gets what to change from us.
+  const hint =
+    code === "suspended" && !/suspendedSources/.test(message ?? "")
+      ? "the server refuses this source's pushes: its GUID (status.sourceGUID) is in spec.suspendedSources of the OffsiteServer (status.server); remove it there to push again (its versions are kept)"
+      : undefined;
   return {
     reason,
-    message: message ?? `the agent reported ${code ?? "a failure"} without a message`,
+    message:
+      message !== undefined && hint
+        ? `${message}; ${hint}`
+        : (message ?? hint ?? `the agent reported ${code ?? "a failure"} without a message`),
     ...(reason === "VersionNotFound" || reason === "RestoreNotAllowed" || reason === "InvalidRequest"
       ? { final: true }
       : {}),

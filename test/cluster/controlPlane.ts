@@ -321,6 +321,10 @@ export class ControlPlane {
       `--server-address=127.0.0.1:${await freePort()}`,
       "--node-ip=10.244.0.1",
       "--cidr=10.244.0.0/16",
+      // Heartbeats by node Lease (renewed every 10 s). Without it kwok posts node status
+      // about once a minute, and the node lifecycle controller (grace 60 s) marks every pod
+      // NotReady about a minute into a suite, which kwok never undoes.
+      "--node-lease-duration-seconds=40",
     ]);
     await this.applyFakeNode(timeout);
     await this.applyVolumePool();

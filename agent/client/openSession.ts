@@ -7,6 +7,7 @@
  * write — by clientIdleTimeoutMs(). A session that fails here is closed, with an Error
  * frame when the fault is ours to name, so the receiver frees the source at once.
  */
+import { TCP_KEEPALIVE_MS } from "../../contract/transport.ts";
 import { connect } from "node:tls";
 import { durationToMs, msToDuration } from "../../contract/units.ts";
 import { FramedConnection, PeerError } from "../protocol/connection.ts";
@@ -84,6 +85,7 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
     port: endpoint.port,
     ...clientTlsOptions(endpoint.credentials, endpoint.serverName ?? endpoint.host),
   });
+  socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
   if (signal) {
     // Every later wait on the receiver fails with the reason (the job's deadline, a shutdown).
     const onAbort = () => socket.destroy(abortReason(signal));

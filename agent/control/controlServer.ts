@@ -24,6 +24,7 @@ import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { createSecureContext, type TLSSocket } from "node:tls";
 import { CONTROL_API_VERSION, OPERATOR_CONTROL_IDENTITY } from "../../contract/reports.ts";
+import { TCP_KEEPALIVE_MS } from "../../contract/transport.ts";
 import { loadCredentials, PROTOCOL_SETTINGS, type TlsCredentials } from "../tlsCredentials.ts";
 
 /** How often the directory is read while no connection comes (readiness, logs). */
@@ -93,6 +94,7 @@ export async function startControlServer(options: ControlServerOptions): Promise
     { ...PROTOCOL_SETTINGS, requestCert: true, rejectUnauthorized: true },
     (request, response) => void serve(request, response, options),
   );
+  server.on("secureConnection", (socket: TLSSocket) => socket.setKeepAlive(true, TCP_KEEPALIVE_MS));
   let state: CredentialState = { usable: false, reason: `${certsDir} has not been read yet` };
   let installed: string | undefined;
   let logged: string | undefined;

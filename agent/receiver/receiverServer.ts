@@ -9,6 +9,7 @@
  * versions stay readable by compare and restore).
  */
 import { createServer, type Server, type TLSSocket } from "node:tls";
+import { TCP_KEEPALIVE_MS } from "../../contract/transport.ts";
 import { mkdirSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -96,6 +97,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
   const emit = options.onEvent ?? (() => undefined);
   const server: Server = createServer(serverTlsOptions(options.credentials), (socket) => {
     sockets.add(socket);
+    socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
     socket.on("close", () => sockets.delete(socket));
     void handleSession(socket, options, state, emit);
   });

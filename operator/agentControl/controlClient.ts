@@ -22,6 +22,7 @@ import {
   type JobResult,
   type ReceiverReport,
 } from "../../contract/reports.ts";
+import { TCP_KEEPALIVE_MS } from "../../contract/transport.ts";
 
 /** The data session's TLS settings (agent/tlsCredentials.ts), which the control endpoint serves with. */
 const TLS_SETTINGS = {
@@ -257,6 +258,7 @@ function call(
       );
     }, timeoutMs);
     request.on("socket", (socket) => {
+      socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
       socket.once("secureConnect", () => {
         handshakeDone = true;
         clearTimeout(timer);

@@ -126,8 +126,12 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
     return await handshake(connection, request).catch((error: unknown) => {
       // A receiver that took the TLS connection answers Hello (Welcome or Error). One that
       // ends it unanswered refused our certificate: in TLS 1.3 the server checks the
-      // client's after the client's handshake is done, and Node reports its alert as an end.
-      if (error instanceof PeerError && error.code === "connection-closed" && connection.bytesRead === 0)
+      // client's after the client's handshake is done, and Node reports its alert as an end —
+      // or, when the alert races the reset that follows it, as ECONNRESET.
+      const ended =
+        (error instanceof PeerError && error.code === "connection-closed") ||
+        (error as NodeJS.ErrnoException).code === "ECONNRESET";
+      if (ended && connection.bytesRead === 0)
         throw new PeerError(
           "certificate-refused",
           `the receiver at ${where} closed the connection without answering Hello: it did not accept ` +

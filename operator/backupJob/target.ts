@@ -7,6 +7,7 @@
  * Read from the API server, not a cache: a missing server or CA is acted upon (reported,
  * and the run fails), so a cache miss must not look like one.
  */
+import { X509Certificate } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { GROUP, VERSION, type BackupJob, type OffsiteServer } from "../../crds/definitions.ts";
 import type { BackupJobSpec } from "../../crds/schema/backupJob.ts";
@@ -58,6 +59,14 @@ export async function resolveTarget(
         problem: {
           reason: "CertificateInvalid",
           message: `the Secret ${namespace}/${external.tlsSecretName} (spec.target.external.tlsSecretName) ${secret ? "lacks tls.crt, tls.key or ca.crt" : "does not exist"}; create it with the client certificate the other site issued for this source`,
+        },
+      };
+    const validity = certificateValidityProblem(certificate, ctx.now());
+    if (validity)
+      return {
+        problem: {
+          reason: "CertificateInvalid",
+          message: `the client certificate in Secret ${namespace}/${external.tlsSecretName} ${validity}; ask the other site for a new one and replace tls.crt and tls.key`,
         },
       };
     return {
@@ -128,4 +137,19 @@ export async function resolveTarget(
 export async function clusterSiteGuid(ctx: ControllerContext): Promise<string> {
   const namespace = await ctx.kc.makeApiClient(CoreV1Api).readNamespace({ name: "kube-system" });
   return namespace.metadata!.uid!;
+}
+
+/** Why a PEM certificate cannot be used now (expired, not yet valid, unreadable), or undefined. */
+function certificateValidityProblem(pem: string, now: Date): string | undefined {
+  let certificate: X509Certificate;
+  try {
+    certificate = new X509Certificate(pem);
+  } catch {
+    return "cannot be read as a PEM certificate";
+  }
+  if (new Date(certificate.validTo) <= now)
+    return `expired at ${new Date(certificate.validTo).toISOString()}`;
+  if (new Date(certificate.validFrom) > now)
+    return `is not valid before ${new Date(certificate.validFrom).toISOString()}`;
+  return undefined;
 }

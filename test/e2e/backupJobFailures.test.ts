@@ -1,0 +1,367 @@
+/**
+ * BackupJob when things go wrong, on the real node: the receiver pod killed mid-run (the
+ * run retries with back-off and resumes), the application pod deleted mid-run (the attempt
+ * fails with a reason, the run carries on on the new pod), the operator restarted
+ * mid-run (one run, one version: the new leader re-attaches by job id), the webhook down
+ * (pods start without the agent; AgentMissing until they are re-created), and hostile or
+ * wrong credentials (a job request to the sidecar from anything but the operator, a
+ * foreign or expired client certificate). Earlier versions stay intact throughout, and
+ * nothing is written outside the source's own directory.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
+import { connect } from "node:tls";
+import { join } from "node:path";
+import { createCertificateAuthority, issueCertificate } from "../../pki/certificates.ts";
+import { realNodeUnavailable, usingExistingCluster } from "../cluster/testCluster.ts";
+import {
+  APP,
+  APP_DATA,
+  BackupScene,
+  RELEASE,
+  SERVER,
+  condition,
+  type JobStatus,
+} from "./fixtures/backupScene.ts";
+import { eventually, sleep } from "./fixtures/polling.ts";
+
+const MiB = 1024 * 1024;
+const BIG = 384 * MiB;
+const JOB = "web-backup";
+const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
+
+const skip =
+  realNodeUnavailable() ??
+  (usingExistingCluster() ? "kills pods' processes and reads the node's volumes" : undefined);
+
+describe("BackupJob on the real node when things fail", { skip }, () => {
+  let scene: BackupScene;
+  let bigFile = "";
+  const versionsSeen = new Map<string, string>(); // version -> sha256 of big.bin in it
+
+  const versions = async (status: JobStatus) =>
+    readdirSync(join(await scene.sourceDir(status), "versions")).sort();
+  /** Rewrites 1 MiB in the middle of the big file, so each run has something to send. */
+  const touchBigFile = () => {
+    const fd = openSync(bigFile, "r+");
+    writeSync(fd, randomBytes(MiB), 0, MiB, BIG / 2);
+    closeSync(fd);
+  };
+  /** Every version seen so far still holds the big file it was made with. */
+  const assertVersionsIntact = async (status: JobStatus) => {
+    for (const [version, hash] of versionsSeen)
+      assert.equal(
+        sha256(readFileSync(join(await scene.versionTree(status, version), "big.bin"))),
+        hash,
+        version,
+      );
+  };
+  const remember = async (status: JobStatus, version: string) =>
+    versionsSeen.set(
+      version,
+      sha256(readFileSync(join(await scene.versionTree(status, version), "big.bin"))),
+    );
+
+  before(async () => {
+    scene = await BackupScene.start();
+    await scene.apply({
+      apiVersion: "offsite.dev/v1alpha1",
+      kind: "BackupJob",
+      metadata: { name: JOB, namespace: scene.ns },
+      spec: {
+        source: { podSelector: { matchLabels: { app: APP } }, path: `${APP_DATA}/files` },
+        target: { offsiteServer: { name: SERVER } },
+        schedule: "0 3 * * *",
+        backoffLimit: 4,
+      },
+    });
+    await scene.startWebApp(scene.cluster.images!.webApp.ref);
+    await scene.app("PUT", "/files/index.html", Buffer.from("hello\n"));
+    // A file large enough that a run takes seconds, written on the node's volume.
+    bigFile = join(await scene.claimPath(`${APP}-data`), "files", "big.bin");
+    const fd = openSync(bigFile, "w");
+    for (let at = 0; at < BIG; at += 16 * MiB) writeSync(fd, randomBytes(16 * MiB));
+    closeSync(fd);
+    await scene.trigger(JOB, "seed");
+    const { run, status } = await scene.waitRun(JOB, undefined, "seed", 300_000);
+    assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);
+    await remember(status, run.version!);
+  });
+
+  after(async () => {
+    await scene?.stop();
+  });
+
+  it("the receiver pod killed mid-run: the run retries with back-off and resumes; earlier versions intact", async () => {
+    // A new big file: the whole of it must travel, which takes long enough to interrupt.
+    const fd = openSync(bigFile, "w");
+    for (let at = 0; at < BIG; at += 16 * MiB) writeSync(fd, randomBytes(16 * MiB));
+    closeSync(fd);
+    await scene.trigger(JOB, "receiver-killed");
+    await scene.waitRunning(JOB, "receiver-killed");
+    await sleep(2500);
+    await scene.inSuite(["delete", "pod", `${SERVER}-0`, "--grace-period=0", "--force"]);
+    const { run, status } = await scene.waitRun(JOB, undefined, "receiver-killed", 360_000);
+    assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);
+    assert.ok((run.attempt ?? 1) >= 2, `retried: attempt ${run.attempt}`);
+    assert.equal(run.resumed, true, "the retry resumed the interrupted session");
+    assert.ok(run.bytesSent! < BIG, `the retry sent ${run.bytesSent} of ${BIG} bytes`);
+    const events = await scene.events(JOB);
+    assert.ok(
+      events.some(
+        (e) => e.reason === "AttemptFailed" && /ReceiverUnreachable|connection|receiver/i.test(e.message),
+      ),
+      JSON.stringify(events.map((e) => `${e.reason}: ${e.message}`)),
+    );
+    await remember(status, run.version!);
+    await assertVersionsIntact(status);
+  });
+
+  it("the application pod deleted mid-run: that attempt fails saying so, the next one runs on the new pod", async () => {
+    touchBigFile();
+    const [before] = await scene.appPods();
+    await scene.trigger(JOB, "app-deleted");
+    const running = await scene.waitRunning(JOB, "app-deleted");
+    assert.equal(running.agent, before!.metadata.name);
+    await sleep(1500);
+    await scene.inSuite(["delete", "pod", before!.metadata.name, "--wait=false"]);
+    const { run, status } = await scene.waitRun(JOB, undefined, "app-deleted", 360_000);
+    assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);
+    const events = await scene.events(JOB);
+    assert.ok(
+      events.some((e) => e.reason === "AttemptFailed" && /AgentGone|was deleted|stopped/i.test(e.message)),
+      JSON.stringify(events.map((e) => `${e.reason}: ${e.message}`)),
+    );
+    const [after] = await scene.appPods();
+    assert.notEqual(after!.metadata.name, before!.metadata.name);
+    assert.ok(
+      (after!.spec.initContainers ?? []).some((c) => c.name === "offsite-agent"),
+      "the new pod has the agent",
+    );
+    await remember(status, run.version!);
+    await assertVersionsIntact(status);
+  });
+
+  it("the operator restarted mid-run: the new one re-attaches by job id — one run, one version", async () => {
+    touchBigFile();
+    const before = await versions(await scene.jobStatus(JOB));
+    await scene.trigger(JOB, "operator-restarted");
+    const running = await scene.waitRunning(JOB, "operator-restarted");
+    await scene.cluster.kubectl([
+      "-n",
+      scene.operatorNamespace,
+      "delete",
+      "pod",
+      "-l",
+      `app.kubernetes.io/instance=${RELEASE}`,
+      "--wait=false",
+    ]);
+    const { run, status } = await scene.waitRun(JOB, undefined, "operator-restarted", 360_000);
+    assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);
+    assert.equal(run.id, running.id, "the same run");
+    assert.equal(run.attempt, running.attempt, "no second attempt");
+    const added = (await versions(status)).filter((v) => !before.includes(v));
+    assert.deepEqual(added, [run.version], "exactly one new version");
+    await remember(status, run.version!);
+    await assertVersionsIntact(status);
+  });
+
+  it("with the webhook down, pods still start (without the agent); the job says AgentMissing until they are re-created", async () => {
+    const operator = ["-n", scene.operatorNamespace];
+    await scene.cluster.kubectl([...operator, "scale", "deployment", RELEASE, "--replicas=0"]);
+    await eventually("the operator gone", async () =>
+      (
+        await scene.cluster.kubectl([
+          ...operator,
+          "get",
+          "pods",
+          "-l",
+          `app.kubernetes.io/instance=${RELEASE}`,
+          "-o",
+          "name",
+        ])
+      ).stdout.trim() === ""
+        ? true
+        : undefined,
+    );
+    let bare: Awaited<ReturnType<typeof scene.appPods>>[number] | undefined;
+    try {
+      const [old] = await scene.appPods();
+      await scene.inSuite(["delete", "pod", old!.metadata.name]);
+      await scene.diagnosed(() =>
+        scene.inSuite(["rollout", "status", `deployment/${APP}`, "--timeout=180s"]),
+      );
+      [bare] = await scene.appPods();
+      assert.ok(
+        !(bare!.spec.initContainers ?? []).some((c) => c.name === "offsite-agent"),
+        "started without the agent",
+      );
+      // Through the Service, once kube-proxy routes to the new pod.
+      const served = await eventually("the app serving through its Service", () =>
+        scene.app("GET", "/files/index.html"),
+      );
+      assert.equal(served.toString(), "hello\n", "the application serves");
+    } finally {
+      // Whatever happened above, the later tests need the operator.
+      await scene.cluster.kubectl([...operator, "scale", "deployment", RELEASE, "--replicas=1"]);
+    }
+    const missing = await eventually(
+      "Ready=False AgentMissing",
+      async () => {
+        const c = condition(await scene.jobStatus(JOB), "Ready");
+        return c?.status === "False" && c.reason === "AgentMissing" ? c : undefined;
+      },
+      180_000,
+      1000,
+    );
+    assert.match(
+      missing.message ?? "",
+      new RegExp(`${bare!.metadata.name} \\(created while the operator's webhook was unavailable`),
+    );
+    // Pods created before the webhook's Service has a ready endpoint again still miss the agent.
+    await scene.cluster.kubectl([
+      ...operator,
+      "rollout",
+      "status",
+      `deployment/${RELEASE}`,
+      "--timeout=180s",
+    ]);
+    await eventually("the webhook Service routes to the operator", async () => {
+      const slices = await scene.cluster.kubectl([
+        ...operator,
+        "get",
+        "endpointslices",
+        "-l",
+        `kubernetes.io/service-name=${RELEASE}-webhook`,
+        "-o",
+        "jsonpath={.items[*].endpoints[*].conditions.ready}",
+      ]);
+      return slices.stdout.includes("true") ? true : undefined;
+    });
+    await sleep(2000); // kube-proxy programs the route from the slice
+    await scene.inSuite(["rollout", "restart", `deployment/${APP}`]);
+    await scene.diagnosed(() => scene.inSuite(["rollout", "status", `deployment/${APP}`, "--timeout=180s"]));
+    await eventually(
+      "Ready=True with the agent back",
+      async () => (condition(await scene.jobStatus(JOB), "Ready")?.status === "True" ? true : undefined),
+      120_000,
+      1000,
+    );
+  });
+
+  it("the sidecar takes job requests only from the operator's certificate", async () => {
+    const pod = JSON.parse(await scene.inSuite(["get", "pods", "-l", `app=${APP}`, "-o", "json"])) as {
+      items: { status: { podIP: string } }[];
+    };
+    const ip = pod.items[0]!.status.podIP;
+    const source = JSON.parse(
+      await scene.inSuite(["get", "secret", `${JOB}-offsite-source`, "-o", "json"]),
+    ) as {
+      data: Record<string, string>;
+    };
+    const decoded = (key: string) => Buffer.from(source.data[key]!, "base64").toString();
+    /** A TLS handshake with the agent's control port and one request: what the agent answers, or how it refused. */
+    const tryRequest = (options: { cert?: string; key?: string }) =>
+      new Promise<string>((resolve) => {
+        const socket = connect({ host: ip, port: 5723, rejectUnauthorized: false, ...options }, () => {
+          socket.write(
+            `POST /v1/jobs HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`,
+          );
+        });
+        let answer = "";
+        socket.on("data", (chunk: Buffer) => (answer += chunk.toString()));
+        socket.on("error", (error: Error) => resolve(`refused: ${error.message}`));
+        socket.on("close", () => resolve(answer || "refused: closed"));
+        socket.setTimeout(10_000, () => socket.destroy());
+      });
+    assert.match(await tryRequest({}), /^refused/, "no client certificate");
+    assert.match(
+      await tryRequest({ cert: decoded("tls.crt"), key: decoded("tls.key") }),
+      /^refused/,
+      "the job's own source certificate (the target's CA) is not the operator",
+    );
+    const stranger = await createCertificateAuthority("stranger", 3600_000);
+    const posing = await issueCertificate(stranger, {
+      commonName: "offsite-operator",
+      organizations: ["offsite-operator"],
+      usage: "client",
+      validForMs: 3600_000,
+    });
+    assert.match(
+      await tryRequest({ cert: posing.certificatePem, key: posing.privateKeyPem }),
+      /^refused/,
+      "the operator's name from another CA",
+    );
+  });
+
+  it("a foreign or an expired client certificate fails the run with CertificateInvalid and says what to do", async () => {
+    const serverCa = JSON.parse(await scene.inSuite(["get", "secret", `${SERVER}-ca`, "-o", "json"])) as {
+      data: Record<string, string>;
+    };
+    const ca = {
+      certificatePem: Buffer.from(serverCa.data["tls.crt"]!, "base64").toString(),
+      privateKeyPem: Buffer.from(serverCa.data["tls.key"]!, "base64").toString(),
+    };
+    const status = await scene.jobStatus(JOB);
+    const foreignCa = await createCertificateAuthority("somebody else", 3600_000);
+    const cases = {
+      foreign: await issueCertificate(foreignCa, {
+        commonName: status.sourceGUID!,
+        organizations: [status.siteGUID!],
+        usage: "client",
+        validForMs: 3600_000,
+      }),
+      // Issued by the right CA, valid for a millisecond (its notBefore is backdated).
+      expired: await issueCertificate(ca, {
+        commonName: status.sourceGUID!,
+        organizations: [status.siteGUID!],
+        usage: "client",
+        validForMs: 1,
+      }),
+    };
+    for (const [kind, certificate] of Object.entries(cases)) {
+      const name = `external-${kind}`;
+      await scene.apply({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: `${name}-cert`, namespace: scene.ns },
+        type: "kubernetes.io/tls",
+        stringData: {
+          "tls.crt": certificate.certificatePem,
+          "tls.key": certificate.privateKeyPem,
+          "ca.crt": ca.certificatePem,
+        },
+      });
+      await scene.apply({
+        apiVersion: "offsite.dev/v1alpha1",
+        kind: "BackupJob",
+        metadata: { name, namespace: scene.ns },
+        spec: {
+          source: {
+            podSelector: { matchLabels: { app: APP } },
+            path: `${APP_DATA}/files`,
+            guid: status.sourceGUID,
+          },
+          siteGUID: status.siteGUID,
+          target: { external: { endpoint: `${SERVER}.${scene.ns}.svc:5722`, tlsSecretName: `${name}-cert` } },
+          backoffLimit: 0,
+        },
+      });
+      const { run } = await scene.waitRun(name, undefined);
+      assert.equal(run.result, "Failed", `${kind}: ${JSON.stringify(run)}`);
+      assert.equal(run.reason, "CertificateInvalid", `${kind}: ${run.message}`);
+      assert.match(run.message ?? "", /certificate/i);
+    }
+  });
+
+  it("nothing is written outside the source's own directory on the server's volume", async () => {
+    const status = await scene.jobStatus(JOB);
+    const root = await scene.claimPath(`${SERVER}-data`);
+    const sites = readdirSync(root).filter((name) => !name.startsWith("."));
+    assert.deepEqual(sites, [status.siteGUID], `top level of the store: ${sites.join(", ")}`);
+    assert.deepEqual(readdirSync(join(root, status.siteGUID!)), [status.sourceGUID]);
+    await assertVersionsIntact(status);
+  });
+});

@@ -183,7 +183,7 @@ async function reconcileBackupJob(
       events.push({
         type: "Warning",
         reason: "AttemptFailed",
-        message: step.run.message ?? "attempt failed",
+        message: `${step.run.reason ?? "RunFailed"}: ${step.run.message ?? "attempt failed"}`,
       });
     }
   }

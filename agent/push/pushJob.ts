@@ -177,14 +177,20 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       );
       report.files.linked++;
     };
+    /** Bytes of the large file in flight read so far: progress moves within a file too. */
+    let inFile = 0;
+    const report200ms = () => {
+      if (options.onProgress && Date.now() - lastReport > 200) {
+        lastReport = Date.now();
+        options.onProgress({ ...progress, bytesDone: progress.bytesDone + inFile });
+      }
+    };
     /** A file is done: sent, carried, or skipped as vanished or unreadable. */
     const advance = (entry: FileSourceEntry) => {
       progress.filesDone++;
       progress.bytesDone += entry.size;
-      if (options.onProgress && Date.now() - lastReport > 200) {
-        lastReport = Date.now();
-        options.onProgress({ ...progress });
-      }
+      inFile = 0;
+      report200ms();
     };
     const checksum = options.checksum ?? false;
     const hardLinks = session.welcome.version >= HARD_LINKS_VERSION;
@@ -311,6 +317,10 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
             zeros: session.welcome.version >= ZEROS_VERSION,
             abandon: session.welcome.version >= ABANDON_VERSION,
+            onChunk: (bytes) => {
+              inFile = Math.min(inFile + bytes, entry.size);
+              report200ms();
+            },
           });
         } catch (error) {
           // Unreadable halfway (an EIO): the receiver dropped what it staged and keeps its

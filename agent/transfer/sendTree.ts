@@ -40,6 +40,8 @@ export interface LargeFileSend {
    * on without the file) instead of failing the job (protocol version 2).
    */
   abandon?: boolean;
+  /** After each chunk is read (sent, copied or skipped): its length, for progress within a file. */
+  onChunk?: (bytes: number) => void;
 }
 
 /** A large file abandoned mid-way because it could not be read: `cause` says why. */
@@ -142,6 +144,7 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
     whole.update(bytes);
     size += bytes.length;
     count++;
+    file.onChunk?.(bytes.length);
     // A chunk's hash only finds chunks the receiver has (in the base, or in the staged
     // prefix while that lasts); a file new to the receiver is sent without them.
     const zeros = file.zeros === true && isAllZeros(bytes);

@@ -534,4 +534,7 @@ function publishBackupMetrics(ctx: ControllerContext, job: BackupJob, status: Ba
   const ready = status.conditions?.find((c) => c.type === "Ready")?.status === "True";
   ctx.metrics.backupReady.set(labels, ready ? 1 : 0);
   ctx.metrics.backupRunning.set(labels, status.lastRun?.result === "Running" ? 1 : 0);
+  // From status, not only when a run ends here: a restarted operator still exports it.
+  if (status.lastSuccessfulTime)
+    ctx.metrics.backupLastSuccess.set(labels, new Date(status.lastSuccessfulTime).getTime() / 1000);
 }

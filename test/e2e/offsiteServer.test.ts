@@ -22,7 +22,6 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,15 +33,21 @@ import {
   usingExistingCluster,
   type TestCluster,
 } from "../cluster/testCluster.ts";
-import { binaryPath } from "../cluster/binaries.ts";
 import { caFromSecret, newSourceSecret } from "../../operator/offsiteServer/certificates.ts";
 import type { V1Secret } from "@kubernetes/client-node";
 import { eventually } from "./fixtures/polling.ts";
+import {
+  CHART,
+  CLI,
+  ROOT,
+  helm as helmCommand,
+  helmImageArgs as imageArgs,
+  run,
+  withDiagnostics as diagnosed,
+  type Finished,
+} from "./fixtures/operatorRelease.ts";
 import { portForward, type PortForward } from "./fixtures/portForward.ts";
 
-const ROOT = join(import.meta.dirname, "..", "..");
-const CHART = join(ROOT, "helm", "offsite");
-const CLI = join(ROOT, "agent", "main.mjs");
 const CLUSTER_DNS = "198.19.0.10";
 /** Where the receiver's address goes in a CLI command (offsite() fills it in). */
 const TARGET = "<receiver>";
@@ -53,27 +58,6 @@ const PORT = 5722;
 const SITE = "e2e-site";
 const SOURCE = "e2e-source";
 const MiB = 1024 * 1024;
-
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, ...env },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** Every regular file of a tree, relative path → content. */
 function treeContents(dir: string): Map<string, Buffer> {
@@ -147,28 +131,8 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     return result.stdout;
   };
   const inSuite = (args: string[], input?: string) => kubectl(["-n", cluster!.namespace, ...args], input);
-  const helm = (args: string[]) =>
-    run(binaryPath("helm"), [...args, "--kubeconfig", cluster!.kubeconfigPath]);
-  const splitRef = (ref: string) => {
-    const at = ref.lastIndexOf(":");
-    return { repository: ref.slice(0, at), tag: ref.slice(at + 1) };
-  };
-  const helmImageArgs = () => {
-    const operator = splitRef(cluster!.images!.operator.ref);
-    const agent = splitRef(cluster!.images!.agent.ref);
-    return [
-      "--set",
-      `image.repository=${operator.repository}`,
-      "--set",
-      `image.tag=${operator.tag}`,
-      "--set",
-      "image.pullPolicy=Never",
-      "--set",
-      `agentImage.repository=${agent.repository}`,
-      "--set",
-      `agentImage.tag=${agent.tag}`,
-    ];
-  };
+  const helm = (args: string[]) => helmCommand(cluster!, args);
+  const helmImageArgs = () => imageArgs(cluster!);
 
   const pod = async (name = POD) =>
     JSON.parse(await inSuite(["get", "pod", name, "-o", "json"])) as PodStatus;
@@ -249,33 +213,8 @@ describe("OffsiteServer on the real node, operator installed by helm", { skip },
     return (await kubectl(["get", "pv", volume, "-o", "jsonpath={.spec.local.path}"])).trim();
   };
 
-  /** Runs `wait`; when it fails, the error carries the namespace's pods, events and logs. */
-  const withDiagnostics = async <T>(namespace: string, wait: () => Promise<T>): Promise<T> => {
-    try {
-      return await wait();
-    } catch (error) {
-      const parts: string[] = [];
-      for (const args of [
-        ["get", "pods,statefulsets,services,pvc", "-o", "wide"],
-        ["describe", "pods"],
-        ["get", "events", "--sort-by=.lastTimestamp"],
-        ["logs", "--all-containers", "--prefix", "--tail=60", "-l", "app.kubernetes.io/part-of=offsite"],
-        [
-          "logs",
-          "--all-containers",
-          "--prefix",
-          "--tail=60",
-          "--previous",
-          "-l",
-          "app.kubernetes.io/part-of=offsite",
-        ],
-      ]) {
-        const result = await cluster!.kubectl(["-n", namespace, ...args]);
-        parts.push(`$ kubectl ${args.join(" ")}\n${result.stdout}${result.stderr}`);
-      }
-      throw new Error(`${(error as Error).message}\n${parts.join("\n")}`, { cause: error });
-    }
-  };
+  const withDiagnostics = <T>(namespace: string, wait: () => Promise<T>): Promise<T> =>
+    diagnosed(cluster!, namespace, wait);
 
   before(async () => {
     suiteStarted = performance.now();

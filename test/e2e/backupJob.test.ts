@@ -133,6 +133,32 @@ describe("BackupJob on the real node: sidecar push agents, compare, restore, mov
     for (const kept of ["cache.tmp", "shell.php", "run.sh"])
       assert.throws(() => readFileSync(join(tree, kept)), /ENOENT/, `${kept} never reached the receiver`);
     assert.equal(condition(status, "Ready")?.status, "True", condition(status, "Ready")?.message);
+    // The receiver's check-ins: the OffsiteServer lists the source Online, with its versions.
+    const listed = await eventually(
+      "the source Online in the OffsiteServer's status",
+      async () => {
+        const server = JSON.parse(await inSuite(["get", "offsiteserver", SERVER, "-o", "json"])) as {
+          status?: {
+            sources?: {
+              site: string;
+              source: string;
+              state: string;
+              name?: string;
+              versions?: number;
+              lastCheckIn?: string;
+            }[];
+          };
+        };
+        const entry = server.status?.sources?.find(
+          (s) => s.site === status.siteGUID && s.source === status.sourceGUID,
+        );
+        return entry?.state === "Online" && (entry.versions ?? 0) >= 1 ? entry : undefined;
+      },
+      90_000,
+      1000,
+    );
+    assert.equal(listed.name, `${scene.ns}/web-backup`);
+    assert.ok(listed.lastCheckIn);
   });
 
   it("the next run sends only what changed: a small file, and a few bytes inside a large one", async () => {

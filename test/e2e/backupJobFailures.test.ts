@@ -11,7 +11,19 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { connect } from "node:tls";
 import { join } from "node:path";
 import { createCertificateAuthority, issueCertificate } from "../../pki/certificates.ts";
@@ -25,6 +37,7 @@ import {
   condition,
   type JobStatus,
 } from "./fixtures/backupScene.ts";
+import { kubectlOk } from "./fixtures/operatorRelease.ts";
 import { eventually, sleep } from "./fixtures/polling.ts";
 
 const MiB = 1024 * 1024;
@@ -38,8 +51,12 @@ const skip =
 
 describe("BackupJob on the real node when things fail", { skip }, () => {
   let scene: BackupScene;
+  let work = "";
   let bigFile = "";
   const versionsSeen = new Map<string, string>(); // version -> sha256 of big.bin in it
+  const progressSeen: NonNullable<JobStatus["progress"]>[] = [];
+  let seedDone = false;
+  let tinyMount = "";
 
   const versions = async (status: JobStatus) =>
     readdirSync(join(await scene.sourceDir(status), "versions")).sort();
@@ -65,6 +82,7 @@ describe("BackupJob on the real node when things fail", { skip }, () => {
     );
 
   before(async () => {
+    work = mkdtempSync(join(tmpdir(), "offsite-e2e-failures-"));
     scene = await BackupScene.start();
     await scene.apply({
       apiVersion: "offsite.dev/v1alpha1",
@@ -85,13 +103,43 @@ describe("BackupJob on the real node when things fail", { skip }, () => {
     for (let at = 0; at < BIG; at += 16 * MiB) writeSync(fd, randomBytes(16 * MiB));
     closeSync(fd);
     await scene.trigger(JOB, "seed");
-    const { run, status } = await scene.waitRun(JOB, undefined, "seed", 300_000);
+    // While the seed run sends the big file, its progress reaches status.
+    const watching = (async () => {
+      while (!seedDone) {
+        const seen: JobStatus = await scene.jobStatus(JOB).catch((): JobStatus => ({}));
+        const progress = seen.progress;
+        if (progress?.bytesDone) progressSeen.push(progress);
+        await sleep(500);
+      }
+    })();
+    const { run, status } = await scene
+      .waitRun(JOB, undefined, "seed", 300_000)
+      .finally(() => (seedDone = true));
+    await watching;
     assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);
     await remember(status, run.version!);
   });
 
   after(async () => {
     await scene?.stop();
+    if (tinyMount) spawnSync("umount", ["-l", tinyMount]);
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it("reports a run's progress in status while it runs: phase, files and bytes of the total, rate, ETA", () => {
+    assert.ok(progressSeen.length > 0, "progress was seen in status during a 384 MiB run");
+    const last = progressSeen.at(-1)!;
+    assert.ok(["Sending", "Committing"].includes(last.phase ?? ""), JSON.stringify(last));
+    assert.ok(last.bytesTotal! >= BIG && last.bytesDone! <= last.bytesTotal!, JSON.stringify(last));
+    assert.ok(last.filesTotal! >= 2, JSON.stringify(last));
+    assert.ok(
+      progressSeen.some((p) => (p.bytesPerSecond ?? 0) > 0 && p.etaSeconds !== undefined),
+      JSON.stringify(progressSeen),
+    );
+    // Written at a bounded rate: no two updates less than 5 s apart.
+    const times = [...new Set(progressSeen.map((p) => p.updatedAt!))].map(Date.parse).sort();
+    for (let i = 1; i < times.length; i++)
+      assert.ok(times[i]! - times[i - 1]! >= 5000, JSON.stringify(times));
   });
 
   it("the receiver pod killed mid-run: the run retries with back-off and resumes; earlier versions intact", async () => {
@@ -354,6 +402,117 @@ describe("BackupJob on the real node when things fail", { skip }, () => {
       assert.equal(run.reason, "CertificateInvalid", `${kind}: ${run.message}`);
       assert.match(run.message ?? "", /certificate/i);
     }
+  });
+
+  it("a full receiver volume fails the run with DiskFull and a message a person can act on", async () => {
+    // A 64 MiB file system of its own for a second OffsiteServer: the 384 MiB file cannot fit.
+    const image = join(work, "tiny.img");
+    tinyMount = join(work, "tiny");
+    mkdirSync(tinyMount);
+    execFileSync("truncate", ["-s", "64M", image]);
+    execFileSync("mkfs.ext4", ["-q", "-F", image]);
+    execFileSync("mount", ["-o", "loop", image, tinyMount]);
+    chmodSync(tinyMount, 0o777);
+    const node = (
+      await scene.cluster.kubectl(["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+    ).stdout.trim();
+    await scene.apply({
+      apiVersion: "v1",
+      kind: "PersistentVolume",
+      metadata: { name: `${scene.ns}-tiny` },
+      spec: {
+        capacity: { storage: "64Mi" },
+        accessModes: ["ReadWriteOnce"],
+        persistentVolumeReclaimPolicy: "Retain",
+        storageClassName: "offsite-tiny",
+        local: { path: tinyMount },
+        nodeAffinity: {
+          required: {
+            nodeSelectorTerms: [
+              { matchExpressions: [{ key: "kubernetes.io/hostname", operator: "In", values: [node] }] },
+            ],
+          },
+        },
+      },
+    });
+    await scene.apply({
+      apiVersion: "offsite.dev/v1alpha1",
+      kind: "OffsiteServer",
+      metadata: { name: "tiny", namespace: scene.ns },
+      spec: { storage: { size: "64Mi", storageClassName: "offsite-tiny" } },
+    });
+    await scene.diagnosed(() =>
+      eventually(
+        "OffsiteServer tiny Ready",
+        async () => {
+          const server = JSON.parse(await scene.inSuite(["get", "offsiteserver", "tiny", "-o", "json"])) as {
+            status?: { conditions?: { type: string; status: string }[] };
+          };
+          return server.status?.conditions?.find((c) => c.type === "Ready")?.status === "True"
+            ? true
+            : undefined;
+        },
+        180_000,
+      ),
+    );
+    await scene.apply({
+      apiVersion: "offsite.dev/v1alpha1",
+      kind: "BackupJob",
+      metadata: { name: "to-tiny", namespace: scene.ns },
+      spec: {
+        source: { podSelector: { matchLabels: { app: APP } }, path: `${APP_DATA}/files` },
+        target: { offsiteServer: { name: "tiny" } },
+        backoffLimit: 0,
+      },
+    });
+    const { run } = await scene.waitRun("to-tiny", undefined, undefined, 300_000);
+    assert.equal(run.result, "Failed", JSON.stringify(run));
+    assert.equal(run.reason, "DiskFull", run.message);
+    assert.match(run.message ?? "", /space|full/i);
+    const ready = condition(await scene.jobStatus("to-tiny"), "Degraded");
+    assert.equal(ready?.reason, "DiskFull");
+  });
+
+  it("exports offsite_backup_* metrics: runs by result, bytes, the last success", async () => {
+    // Counters are the running operator's (it was restarted above): one run of its own.
+    touchBigFile();
+    await scene.trigger(JOB, "metrics");
+    const { run } = await scene.waitRun(JOB, undefined, "metrics", 300_000);
+    assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);
+    const pods = JSON.parse(
+      await kubectlOk(scene.cluster, [
+        "-n",
+        scene.operatorNamespace,
+        "get",
+        "pods",
+        "-l",
+        `app.kubernetes.io/instance=${RELEASE}`,
+        "-o",
+        "json",
+      ]),
+    ) as { items: { status: { podIP: string } }[] };
+    const text = await (await fetch(`http://${pods.items[0]!.status.podIP}:8080/metrics`)).text();
+    /** The value of the series `name` whose labels include every pair of `labels` (any order). */
+    const sample = (name: string, labels: Record<string, string>) => {
+      const line = text
+        .split("\n")
+        .find(
+          (l) =>
+            l.startsWith(`${name}{`) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)),
+        );
+      return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : NaN;
+    };
+    const job = { namespace: scene.ns, name: JOB };
+    assert.ok(
+      sample("offsite_backup_runs_total", { ...job, mode: "Backup", result: "succeeded" }) >= 1,
+      text,
+    );
+    assert.ok(
+      sample("offsite_backup_runs_total", { ...job, name: "to-tiny", mode: "Backup", result: "failed" }) >= 1,
+    );
+    assert.ok(sample("offsite_backup_bytes_sent_total", job) > 0);
+    assert.ok(sample("offsite_backup_last_success_timestamp_seconds", job) > Date.now() / 1000 - 3600);
+    assert.equal(sample("offsite_backup_ready", job), 1);
   });
 
   it("nothing is written outside the source's own directory on the server's volume", async () => {

@@ -133,25 +133,8 @@ export async function startReceiverProcess(
           { stdio: ["ignore", "pipe", "pipe"] },
         );
   const events: Record<string, unknown>[] = [];
-  let buffered = "";
-  const port = await new Promise<number>((resolvePort, reject) => {
-    child.once("exit", (code) => reject(new Error(`the receiver exited with ${code} before listening`)));
-    child.stderr.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        try {
-          const event = JSON.parse(line) as Record<string, unknown>;
-          events.push(event);
-          if (event.event === "listening") resolvePort(event.port as number);
-        } catch {
-          events.push({ event: "unparsed", line });
-        }
-      }
-    });
-  });
+  const listening = await listeningEvent(child, events, "the receiver");
+  const port = listening.port as number;
   return {
     port,
     child,
@@ -162,6 +145,36 @@ export async function startReceiverProcess(
       await once(child, "exit");
     },
   };
+}
+
+/**
+ * Reads a CLI process's JSON event lines on stderr into `events` (as long as it runs) and
+ * resolves with its `listening` event; rejects when it exits before. `what` names it.
+ */
+export function listeningEvent(
+  child: ChildProcess,
+  events: Record<string, unknown>[],
+  what: string,
+): Promise<Record<string, unknown>> {
+  let buffered = "";
+  return new Promise((resolveEvent, reject) => {
+    child.once("exit", (code) => reject(new Error(`${what} exited with ${code} before listening`)));
+    child.stderr!.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        try {
+          const event = JSON.parse(line) as Record<string, unknown>;
+          events.push(event);
+          if (event.event === "listening") resolveEvent(event);
+        } catch {
+          events.push({ event: "unparsed", line });
+        }
+      }
+    });
+  });
 }
 
 /**

@@ -10,7 +10,6 @@ import { once } from "node:events";
 import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { createServer, type AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { connect } from "node:tls";
 import {
@@ -24,6 +23,9 @@ import {
 } from "../../pki/controlIdentities.ts";
 import { AGENT_CONTROL_COMMON_NAME } from "../../contract/reports.ts";
 import type { ControlClientOptions } from "../../operator/agentControl/controlClient.ts";
+
+import { freePort } from "../cluster/controlPlane.ts";
+import { listeningEvent } from "./agentProcesses.ts";
 
 const MAIN = resolve(import.meta.dirname, "../../agent/main.mjs");
 const DAY = 86_400_000;
@@ -103,14 +105,7 @@ export function writeCertsDir(dir: string, ca: CertificateAndKey, party: Certifi
   return dir;
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
-  await new Promise((done) => server.close(done));
-  return port;
-}
+export { freePort };
 
 export interface AgentProcess {
   controlPort: number;
@@ -145,26 +140,8 @@ export async function startAgentProcess(
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   const events: Record<string, unknown>[] = [];
-  let buffered = "";
   const exited = once(child, "exit").then(([code]) => code as number | null);
-  const controlPort = await new Promise<number>((resolvePort, reject) => {
-    void exited.then((code) => reject(new Error(`the agent exited with ${code} before listening`)));
-    child.stderr.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        try {
-          const event = JSON.parse(line) as Record<string, unknown>;
-          events.push(event);
-          if (event.event === "listening") resolvePort(event.controlPort as number);
-        } catch {
-          events.push({ event: "unparsed", line });
-        }
-      }
-    });
-  });
+  const controlPort = (await listeningEvent(child, events, "the agent")).controlPort as number;
   return {
     controlPort,
     healthPort,

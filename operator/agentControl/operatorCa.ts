@@ -15,14 +15,13 @@ import { createCertificateAuthority, type CertificateAndKey } from "../../pki/ce
 import { readOptional } from "../runtime/kubeApi.ts";
 import { MANAGED_BY, MANAGED_BY_LABEL } from "../runtime/ownership.ts";
 import { OPERATOR_CA_SECRET } from "./names.ts";
+import { decodeSecretKey, encodeSecretData } from "./tlsSecrets.ts";
 
 const CA_VALIDITY_MS = 10 * 365 * 24 * 3600 * 1000;
 
-const decode = (value: string | undefined) => (value ? Buffer.from(value, "base64").toString("utf8") : "");
-
 function caOf(secret: V1Secret): CertificateAndKey {
-  const certificatePem = decode(secret.data?.["tls.crt"]);
-  const privateKeyPem = decode(secret.data?.["tls.key"]);
+  const certificatePem = decodeSecretKey(secret, "tls.crt") ?? "";
+  const privateKeyPem = decodeSecretKey(secret, "tls.key") ?? "";
   if (!certificatePem.includes("BEGIN CERTIFICATE") || !privateKeyPem.includes("PRIVATE KEY"))
     throw new Error(
       `the Secret ${secret.metadata?.namespace}/${OPERATOR_CA_SECRET} has no usable tls.crt/tls.key; ` +
@@ -36,7 +35,6 @@ export async function loadOperatorCa(kc: KubeConfig, namespace: string): Promise
   const existing = await readOptional(core.readNamespacedSecret({ name: OPERATOR_CA_SECRET, namespace }));
   if (existing) return caOf(existing);
   const ca = await createCertificateAuthority("offsite operator CA", CA_VALIDITY_MS);
-  const encode = (text: string) => Buffer.from(text, "utf8").toString("base64");
   try {
     await core.createNamespacedSecret({
       namespace,
@@ -49,7 +47,7 @@ export async function loadOperatorCa(kc: KubeConfig, namespace: string): Promise
           namespace,
           labels: { [MANAGED_BY_LABEL]: MANAGED_BY, "offsite.dev/secret-role": "operator-ca" },
         },
-        data: { "tls.crt": encode(ca.certificatePem), "tls.key": encode(ca.privateKeyPem) },
+        data: encodeSecretData({ "tls.crt": ca.certificatePem, "tls.key": ca.privateKeyPem }),
       },
     });
     return ca;

@@ -4,9 +4,9 @@
  * receiver must notice by itself (TCP keepalive, contract/transport.ts) and free the
  * source, or every retry of that source is refused as busy until the idle timeout
  * (minutes). Here the pusher runs in a network namespace of its own behind a veth pair;
- * the test takes the link down and kills it with SIGKILL mid-push, then pushes again
- * from the host: refused as busy at first, accepted well before the idle timeout, and
- * resuming what was staged.
+ * the test takes the link down (so not even its FIN or RST leaves) and kills it with
+ * SIGKILL mid-push, then pushes again from the host: refused as busy at first, accepted
+ * well before the idle timeout, and resuming what was staged.
  *
  * Needs root (network namespaces); it says so and skips otherwise.
  */
@@ -98,7 +98,8 @@ describe("a pusher whose network vanishes mid-push", { skip: notRoot }, () => {
     assert.equal(vanishing.exitCode, null, "the first push is still running");
     ip("netns", "exec", NAMESPACE, "ip", "link", "set", PEER_LINK, "down");
     vanishing.kill("SIGKILL");
-    ip("netns", "del", NAMESPACE);
+    // The namespace stays until after(): deleting it would take the host's end of the
+    // veth pair, and with it the receiver's address, away from the retries below.
     const vanishedAt = Date.now();
 
     let busy = 0;

@@ -13,6 +13,8 @@ import { flags, type OptionsOf } from "./flags.ts";
 import { DEFAULT_CONTROL_PORT } from "./reports.ts";
 
 export const DEFAULT_PORT = 5722;
+/** Where a standby listens for its primary (`offsite standby --port`). */
+export const DEFAULT_STANDBY_PORT = 5725;
 /** Where the operator has a receiver serve its probes (`--health-port`). */
 export const DEFAULT_HEALTH_PORT = 5724;
 export const DEFAULT_MAX_CONCURRENT_JOBS = 16;
@@ -181,6 +183,72 @@ export const restoreFlags = {
 };
 export type RestoreOptions = OptionsOf<typeof restoreFlags>;
 
+/** `offsite replicate`: the primary side of a replication pair (agent/PROTOCOL.md, "Replication"). */
+export const replicateFlags = {
+  to: flags.text("The standby (HOST:PORT of `offsite standby`, with --certs) or a local directory.", {
+    required: true,
+    placeholder: "HOST:PORT|DIR",
+  }),
+  ...identityFlags,
+  ...selectionFlags,
+  firewall: flags.switch(
+    "Content firewall: stop executables and scripts (by content) from crossing (on for pairs).",
+    { default: true },
+  ),
+  epoch: flags.integer(
+    "The pair's epoch; every failover raises it.",
+    { min: 0, max: 2 ** 31 - 1 },
+    { default: 0 },
+  ),
+  batchWindow: flags.duration(
+    "Changes within this window travel together; a file is sent once it is quiet for this long.",
+    { default: 50 },
+  ),
+  state: flags.text("Directory of the journal (default SRC/.offsite, which is never replicated).", {
+    placeholder: "DIR",
+  }),
+};
+export type ReplicateOptions = OptionsOf<typeof replicateFlags>;
+
+/** `offsite standby`: the standby side of a pair, a live tree served as it is kept current. */
+export const standbyFlags = {
+  root: flags.text(
+    "The live tree the primary's changes are applied to (DIR/.offsite is the standby's own).",
+    {
+      required: true,
+      placeholder: "DIR",
+    },
+  ),
+  certs: flags.text(
+    "Directory with ca.crt, tls.crt and tls.key (the standby's certificate and the pair's CA).",
+    {
+      required: true,
+      placeholder: "DIR",
+    },
+  ),
+  host: flags.text("Address to listen on.", { default: "0.0.0.0", placeholder: "ADDRESS" }),
+  port: flags.integer(
+    "TCP port to listen on (0: any free port).",
+    { min: 0, max: 65535 },
+    { default: DEFAULT_STANDBY_PORT },
+  ),
+  pair: flags.guid(
+    "The pair (the primary certificate's CN) this standby serves; the first primary's when absent.",
+  ),
+  firewall: flags.switch(
+    "Keep executables and scripts (by content) out of the tree, whatever the primary sends.",
+    {
+      default: true,
+    },
+  ),
+  healthPort: flags.integer(
+    "Serve probes over HTTP on this port (0: off).",
+    { min: 0, max: 65535 },
+    { default: 0 },
+  ),
+};
+export type StandbyOptions = OptionsOf<typeof standbyFlags>;
+
 export const certsFlags = {
   out: flags.text("Directory for the CA (DIR/ca, reused), receiver and source certificates.", {
     required: true,
@@ -196,7 +264,7 @@ export const certsFlags = {
 export type CertsOptions = OptionsOf<typeof certsFlags>;
 
 /** The filters a push or compare runs with, from its options. */
-export function filterOptionsOf(options: PushOptions | CompareOptions): FilterOptions {
+export function filterOptionsOf(options: PushOptions | CompareOptions | ReplicateOptions): FilterOptions {
   return {
     include: options.include,
     exclude: options.exclude,
@@ -218,6 +286,8 @@ export const ROLE_FLAGS = {
   push: pushFlags,
   compare: compareFlags,
   restore: restoreFlags,
+  replicate: replicateFlags,
+  standby: standbyFlags,
   certs: certsFlags,
 } as const;
 export type Role = keyof typeof ROLE_FLAGS;

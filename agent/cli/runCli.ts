@@ -4,7 +4,8 @@
  * runs the job, prints the report, and sets the exit status. Roles: receive, agent, push,
  * compare, restore, certs.
  */
-import { resolve } from "node:path";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { flagHelp, flags, UsageError } from "../../contract/flags.ts";
 import {
   ROLE_FLAGS,
@@ -17,6 +18,8 @@ import {
   type PushOptions,
   type ReceiveOptions,
   type RestoreOptions,
+  type ReplicateOptions,
+  type StandbyOptions,
 } from "../../contract/roles.ts";
 import { parseCommandLine } from "./commandLine.ts";
 import { compareJob } from "../compare/compareJob.ts";
@@ -42,7 +45,13 @@ Between machines:
 
 In Kubernetes the operator runs \`offsite agent\` beside the data and sends it the jobs.
 
-Roles: receive, agent, push, compare, restore, certs.  offsite ROLE --help for each.
+Replicate a live tree to a standby in almost real time:
+  offsite replicate ./site --to ./standby       (a local directory, or a remote standby:)
+  offsite standby --root /srv/site --certs ./certs/receiver              (on the standby)
+  offsite replicate /srv/site --to standby.example.com:5725 --certs ./certs/source-<GUID>
+
+Roles: receive, agent, push, compare, restore, replicate, standby, certs.
+offsite ROLE --help for each.
 Sizes are Kubernetes quantities (500Mi, 2G, 1048576), durations like 30s or 1h30m, GUIDs
 1-63 lower-case letters, digits or '-' (a Kubernetes UID, or a name such as orders-db).`;
 
@@ -83,6 +92,21 @@ be read, 2 on error.`,
   restore: `offsite restore --from HOST:PORT|DIR [options] DEST
 Brings a version (default: the newest) back into DEST; every file is verified by SHA-256
 before it appears.`,
+  replicate: `offsite replicate SRC --to HOST:PORT|DIR [options]
+The primary side of a replication pair: watches SRC (inotify, one watch per directory) and
+keeps the standby's tree identical within about a second: edits, creations, deletions,
+renames (as renames), modes and mtimes, changed chunks only for large files, over one
+long-lived TLS session. A file is sent once it is quiet for --batch-window. The content
+firewall is on: executables and scripts (by content) never cross and are reported; they stay
+here. Changes not yet durable on the standby are journaled in --state, so a killed primary
+loses nothing; a standby that was away is caught up with only the differences. Runs until
+SIGINT or SIGTERM; with --json it prints one event a line (synced, applied with lagMs,
+blocked, problem, disconnected).`,
+  standby: `offsite standby --root DIR --certs DIR [options]
+The standby side of a replication pair: applies its primary's changes to the live tree DIR,
+each file atomically (a reader never sees a half-written file) and durably before it
+acknowledges. Serves one pair (the first primary's certificate, or --pair) and refuses an
+older epoch. Its own content firewall keeps executables and scripts out whatever arrives.`,
   certs: `offsite certs --out DIR [options]
 Creates a CA (DIR/ca, reused if present), a receiver certificate for the hosts
 (DIR/receiver) and one client certificate per source (DIR/source-<GUID>).`,
@@ -114,6 +138,10 @@ async function main(argv: string[]): Promise<number> {
       return runCompare(positionals, options as CompareOptions, output);
     case "restore":
       return runRestore(positionals, options as RestoreOptions, output);
+    case "replicate":
+      return runReplicate(positionals, options as ReplicateOptions, output);
+    case "standby":
+      return runStandby(options as StandbyOptions, output);
   }
 }
 
@@ -260,6 +288,91 @@ async function runAgent(options: AgentOptions, output: Output): Promise<number> 
       });
   });
   // Nothing of ours is left; a stray handle must not keep a terminating pod alive.
+  setTimeout(() => process.exit(0), 1000).unref();
+  return 0;
+}
+
+/** Resolves when SIGINT or SIGTERM arrives, with its name. */
+function stopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve(signal));
+  });
+}
+
+async function runReplicate(
+  positionals: string[],
+  options: ReplicateOptions,
+  output: Output,
+): Promise<number> {
+  const source = positionals[0];
+  if (!source) throw new UsageError("replicate needs SRC (the directory to replicate)");
+  if (positionals.length > 1) throw new UsageError(`replicate takes one SRC, not ${positionals.join(" ")}`);
+  const { replicateJob } = await import("../replicate/replicateJob.ts");
+  let endpoint: Endpoint;
+  let site: string;
+  let sourceId: string;
+  let local: { standby: { close(): Promise<void> } } | undefined;
+  if (isLocalDirectory(options.to)) {
+    const { openLocalStandby } = await import("./localStandby.ts");
+    sourceId = options.source ?? sourceGuidFor(source);
+    const opened = await openLocalStandby(options.to, sourceId, (event) => output.event(event));
+    ({ endpoint, site } = opened);
+    local = opened;
+  } else {
+    const target = await resolveTarget(options.to, options, undefined);
+    ({ endpoint, site } = target);
+    sourceId = target.source;
+  }
+  const stateDir = resolve(options.state ?? join(source, ".offsite"));
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const stop = new AbortController();
+  void stopSignal().then((signal) => {
+    output.event({ event: "stopping", signal });
+    stop.abort(new Error(`stopped by ${signal}`));
+  });
+  try {
+    await replicateJob({
+      source: resolve(source),
+      endpoint,
+      site,
+      sourceId,
+      epoch: options.epoch,
+      filters: filterOptionsOf(options),
+      batchWindowMs: options.batchWindow,
+      stateDir,
+      signal: stop.signal,
+      onEvent: (event) => output.event(event),
+    });
+  } finally {
+    await local?.standby.close();
+  }
+  return 0;
+}
+
+async function runStandby(options: StandbyOptions, output: Output): Promise<number> {
+  const { startStandby } = await import("../standby/standbyServer.ts");
+  const standby = await startStandby({
+    root: resolve(options.root),
+    host: options.host,
+    port: options.port,
+    credentials: loadCredentials(options.certs),
+    pair: options.pair,
+    firewall: options.firewall,
+    onEvent: (event) => output.event(event),
+  });
+  const { startHealthServer } = await import("../receiver/healthServer.ts");
+  const health = options.healthPort
+    ? await startHealthServer(options.host, options.healthPort, () => standby.accepting())
+    : undefined;
+  output.event({
+    event: "listening",
+    role: "standby",
+    port: standby.port,
+    ...(health ? { healthPort: health.port } : {}),
+  });
+  const signal = await stopSignal();
+  output.event({ event: "stopping", signal });
+  await Promise.all([standby.close(), health?.close()]);
   setTimeout(() => process.exit(0), 1000).unref();
   return 0;
 }

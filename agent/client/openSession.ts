@@ -24,10 +24,12 @@ export interface Endpoint {
 }
 
 export interface SessionRequest {
-  role: "push" | "compare" | "restore";
+  role: "push" | "compare" | "restore" | "replicate";
   site: string;
   source: string;
   version?: string;
+  /** replicate: the pair's epoch. */
+  epoch?: number;
   /** Aborting it ends the session at once (the socket is destroyed with the signal's reason). */
   signal?: AbortSignal | undefined;
 }
@@ -160,6 +162,7 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       site: request.site,
       source: request.source,
       ...(request.version ? { version: request.version } : {}),
+      ...(request.epoch !== undefined ? { epoch: request.epoch } : {}),
       client: CLIENT_NAME,
     }),
   );

@@ -28,6 +28,9 @@ export const FrameType = {
   Abandon: 0x1b,
   Commit: 0x20,
   Committed: 0x21,
+  Rename: 0x30,
+  Flush: 0x31,
+  Applied: 0x32,
   Error: 0x7f,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];

@@ -22,6 +22,8 @@ export const ZEROS_VERSION = 2;
 export const HARD_LINKS_VERSION = 2;
 /** The first version whose sender can abandon a large file it cannot read to the end. */
 export const ABANDON_VERSION = 2;
+/** The first version with the replicate role (Rename, Flush, Applied, Hello's epoch). */
+export const REPLICATION_VERSION = 2;
 /** Files up to this size travel whole in one File frame; larger ones as Begin/Data|Copy/End. */
 export const INLINE_MAX = 64 * 1024;
 /**
@@ -72,9 +74,14 @@ export type FileEntry = Extract<ManifestEntry, { type: "file" }>;
 const schemas = {
   [FrameType.Hello]: z.strictObject({
     versions: z.array(z.number().int().min(1)).min(1).max(16),
-    role: z.enum(["push", "compare", "restore"]),
+    role: z.enum(["push", "compare", "restore", "replicate"]),
     site: guid,
     source: guid,
+    /**
+     * replicate: the pair's epoch, raised by every failover; a standby refuses a primary of
+     * an older epoch (`stale-epoch`), so a demoted primary cannot write over the new one.
+     */
+    epoch: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
     /** compare and restore: which version; absent means the current one. */
     version: versionId.optional(),
     client: z.string().max(200),
@@ -121,6 +128,18 @@ const schemas = {
     files: size,
     bytesReceived: size,
     pruned: z.array(versionId),
+  }),
+  /** replicate: the standby's file `from` is now at `to` (a file or a directory with its contents). */
+  [FrameType.Rename]: z.strictObject({ from: path, to: path }),
+  /** replicate: make everything sent so far durable, then answer Applied with this `seq`. */
+  [FrameType.Flush]: z.strictObject({ seq: size }),
+  /**
+   * replicate: everything before Flush `seq` is durable on the standby. `refused` lists the
+   * files of those changes the standby's own content firewall stopped (kept out of its tree).
+   */
+  [FrameType.Applied]: z.strictObject({
+    seq: size,
+    refused: z.array(z.strictObject({ path, reason: z.string().max(200) })).max(10_000),
   }),
   [FrameType.Error]: z.strictObject({
     code: z.string().max(100),

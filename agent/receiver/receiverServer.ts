@@ -172,6 +172,13 @@ async function handleSession(
           "its versions are kept and can be compared and restored; remove it from the list to push again",
       );
     }
+    if (hello.role === "replicate") {
+      throw new ProtocolError(
+        "bad-message",
+        "this is an offsite receiver, which keeps versions; a replicating primary connects to a " +
+          "standby (`offsite standby`), not to a receiver",
+      );
+    }
     const limit = options.maxConcurrentJobs ?? DEFAULT_MAX_CONCURRENT_JOBS;
     if (state.jobs >= limit) {
       throw new ProtocolError(
@@ -299,7 +306,7 @@ function* asVersion1(entries: Iterable<ManifestEntry>): Iterable<ManifestEntry> 
  * JSON each, every large file's chunk list in ChunkList frames right after the Entries
  * frame that names it, then the partial file's durable chunks, then EntriesEnd.
  */
-async function sendEntries(
+export async function sendEntries(
   connection: FramedConnection,
   all: Iterable<ManifestEntry>,
   partial: { path: string; chunks: [number, string][] } | undefined,
@@ -413,7 +420,7 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
   }
 }
 
-function describeFailure(error: unknown): { code: string; message: string } {
+export function describeFailure(error: unknown): { code: string; message: string } {
   if (error instanceof ProtocolError) return { code: error.code, message: error.message };
   const errno = (error as NodeJS.ErrnoException).code;
   if (errno === "ENOSPC" || errno === "EDQUOT") {

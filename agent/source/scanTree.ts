@@ -43,6 +43,8 @@ export class ScannedTree implements Iterable<SourceEntry> {
   private readonly modes: number[] = [];
   private readonly targets = new Map<number, string>();
   private readonly hardLinks = new Map<number, string>();
+  /** Inode numbers, where the scan knew them (the replicator tracks renames by inode). */
+  private readonly inodes: number[] = [];
   fileCount = 0;
   fileBytes = 0;
 
@@ -50,9 +52,10 @@ export class ScannedTree implements Iterable<SourceEntry> {
     return this.paths.length;
   }
 
-  add(entry: SourceEntry): void {
+  add(entry: SourceEntry, ino = 0): void {
     const index = this.paths.length;
     this.paths.push(entry.path);
+    this.inodes.push(ino);
     this.mtimes.push(entry.mtime);
     if (entry.type === "file") {
       this.types.push(FILE);
@@ -71,6 +74,11 @@ export class ScannedTree implements Iterable<SourceEntry> {
       this.modes.push(0);
       this.targets.set(index, entry.target);
     }
+  }
+
+  /** The inode of entry `index`, or 0 when it was added without one. */
+  inodeOf(index: number): number {
+    return this.inodes[index] ?? 0;
   }
 
   entry(index: number): SourceEntry {
@@ -164,7 +172,7 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
             if (!isEntryProblem(error)) throw error;
             problems.push({ path, reason: problemReason(error) });
           }
-          entries.add({ type: "dir", path, mtime, mode: stat.mode & 0o7777 });
+          entries.add({ type: "dir", path, mtime, mode: stat.mode & 0o7777 }, stat.ino);
         } else if (stat.isFile()) {
           const reason = fileFilterReason(path, stat.size, absolute, filters);
           if (reason) filtered.push({ path, reason });
@@ -174,12 +182,12 @@ export function scanTree(root: string, filters: FilterOptions): ScanResult {
               const inode = `${stat.dev}:${stat.ino}`;
               const first = firstNameOf.get(inode);
               if (first === undefined) firstNameOf.set(inode, path);
-              entries.add(first === undefined ? file : { ...file, hardLinkOf: first });
-            } else entries.add(file);
+              entries.add(first === undefined ? file : { ...file, hardLinkOf: first }, stat.ino);
+            } else entries.add(file, stat.ino);
           }
         } else if (stat.isSymbolicLink()) {
           const target = nameFromBytes(readlinkSync(fsPath(absolute), { encoding: "buffer" }));
-          entries.add({ type: "symlink", path, mtime, target });
+          entries.add({ type: "symlink", path, mtime, target }, stat.ino);
         } else {
           // Sockets, FIFOs and devices are not data to back up; they are reported, not sent.
           filtered.push({ path, reason: "special-file" });

@@ -42,6 +42,13 @@ export interface LargeFileSend {
   abandon?: boolean;
   /** After each chunk is read (sent, copied or skipped): its length, for progress within a file. */
   onChunk?: (bytes: number) => void;
+  /** Hash every chunk and return the file's chunk list (the replicator's view of the standby). */
+  chunkList?: boolean;
+  /**
+   * Asked once the last chunk is read: false when the file changed while it was read (its
+   * bytes may be torn), and the file is then abandoned (AbandonedFile) instead of ended.
+   */
+  unchangedWhileRead?: () => boolean;
 }
 
 /** A large file abandoned mid-way because it could not be read: `cause` says why. */
@@ -57,6 +64,8 @@ export interface SentFile {
   sha256: string;
   /** Bytes of file content that crossed the wire (Data and File payloads). */
   dataBytes: number;
+  /** With `chunkList`: [length, SHA-256] of each chunk. */
+  chunks?: [number, string][];
 }
 
 /** Sends a small file already read into memory (it may be reused once this returns). */
@@ -125,6 +134,7 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
   let count = 0;
   let begun = false;
   let skipping = file.staged !== undefined && file.staged.length > 0;
+  const chunkList: [number, string][] | undefined = file.chunkList ? [] : undefined;
   // Refuse a link or a special file before the first frame (chunksOf opens by name again).
   closeSync(openRegularFile(file.file));
   const chunks = chunksOf(file.file);
@@ -150,9 +160,10 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
     const zeros = file.zeros === true && isAllZeros(bytes);
     const hash = zeros
       ? zerosHash(bytes.length)
-      : file.base !== undefined || skipping
+      : file.base !== undefined || skipping || chunkList
         ? createHash("sha256").update(bytes).digest("hex")
         : "";
+    chunkList?.push([bytes.length, hash]);
     // Resume: the receiver has these leading chunks already; send from the first that differs.
     if (skipping) {
       const staged = file.staged![count - 1];
@@ -175,9 +186,16 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
     }
   }
   if (!begun) await sendBegin(connection, file, count);
+  if (file.unchangedWhileRead && !file.unchangedWhileRead()) {
+    await connection.send(encodeJson(FrameType.Abandon, { reason: "changed while it was read" }));
+    throw new AbandonedFile(
+      file.path,
+      Object.assign(new Error("it changed while it was read"), { code: "ECHANGED" }),
+    );
+  }
   const sha256 = whole.digest("hex");
   await connection.send(encodeJson(FrameType.End, { size, sha256 }));
-  return { size, sha256, dataBytes };
+  return { size, sha256, dataBytes, ...(chunkList ? { chunks: chunkList } : {}) };
 }
 
 async function sendBegin(

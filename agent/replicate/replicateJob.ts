@@ -71,7 +71,15 @@ export type ReplicationEvent =
       ms: number;
       overflowed: boolean;
     }
-  | { event: "applied"; seq: number; changes: number; lagMs: number; pending: number }
+  | {
+      event: "applied";
+      seq: number;
+      changes: number;
+      lagMs: number;
+      pending: number;
+      /** Bytes this session has written to the standby so far. */
+      bytesSent: number;
+    }
   | { event: "blocked"; path: string; reason: string }
   | { event: "problem"; path: string; reason: string }
   | { event: "disconnected"; reason: string; pending: number }
@@ -199,7 +207,7 @@ class Replicator {
         if (message.type !== FrameType.Applied) {
           throw new Error(`the standby sent a ${message.type} frame in a replication session`);
         }
-        this.applied(message.seq, message.refused);
+        this.applied(message.seq, message.refused, connection.bytesWritten);
       }
     })().catch((error: unknown) => {
       failure = error as Error;
@@ -258,7 +266,7 @@ class Replicator {
     this.dirty.clear();
   }
 
-  private applied(seq: number, refused: { path: string; reason: string }[]): void {
+  private applied(seq: number, refused: { path: string; reason: string }[], bytesSent: number): void {
     this.journal.acknowledge(seq);
     for (const file of refused)
       this.emit({ event: "blocked", path: file.path, reason: `${file.reason} (by the standby)` });
@@ -271,6 +279,7 @@ class Replicator {
         changes: batch.changes,
         lagMs: Date.now() - batch.first,
         pending: this.journal.pending,
+        bytesSent,
       });
     }
   }
@@ -359,7 +368,11 @@ class Replicator {
 
   /** Watches `path` and every directory under it that the filters keep. */
   private watchTree(path: string): void {
-    if (!this.watcher.watchDirectory(path)) return;
+    const stat = lstatOrUndefined(path === "" ? this.options.source : join(this.options.source, path));
+    if (!stat?.isDirectory()) return;
+    if (this.watcher.isWatchedAs(path, stat.ino)) return;
+    this.watcher.unwatchUnder(path);
+    if (!this.watcher.watchDirectory(path, stat.ino)) return;
     let names: string[];
     try {
       names = listNames(path === "" ? this.options.source : join(this.options.source, path));
@@ -369,8 +382,7 @@ class Replicator {
     for (const name of names) {
       const child = path === "" ? name : `${path}/${name}`;
       if (child === STATE_DIR || excludedPath(child, this.options.filters)) continue;
-      const stat = lstatOrUndefined(join(this.options.source, child));
-      if (stat?.isDirectory()) this.watchTree(child);
+      if (lstatOrUndefined(join(this.options.source, child))?.isDirectory()) this.watchTree(child);
     }
   }
 
@@ -458,7 +470,7 @@ class Replicator {
           // and compare its subtree (changes made inside it before the watch came back).
           this.watcher.unwatchUnder(from);
           this.watchTree(to);
-          for (const key of this.subtreeOf(to)) if (!looked.has(key)) looked.set(key, this.look(key));
+          for (const key of this.subtreeOnBothSides(remote, to)) if (!looked.has(key)) looked.set(key, this.look(key));
         }
       }
     }
@@ -477,6 +489,16 @@ class Replicator {
       remote.deleteUnder(path);
       counters.deleted++;
     }
+  }
+
+  /**
+   * Every path under directory `path` here or on the standby: what a directory whose
+   * watch was missing for a while (renamed, replaced) may have changed, deletions included.
+   */
+  private subtreeOnBothSides(remote: RemoteTree, path: string): Set<string> {
+    const paths = new Set(this.subtreeOf(path));
+    for (const key of remote.keysUnder(path)) if (key !== path) paths.add(key);
+    return paths;
   }
 
   /** Paths of the local subtree under directory `path` (for a directory renamed or new). */
@@ -546,6 +568,14 @@ class Replicator {
     how: { byContent: boolean; goneByHash?: Map<string, RemoteEntry>; catchingUp?: boolean },
   ): Promise<void> {
     const known = remote.get(entry.path);
+    if (entry.type === "dir" && !this.watcher.isWatchedAs(entry.path, entry.ino)) {
+      // Not watched, or watched on a directory that was renamed away: watch what is here,
+      // and (outside a catch-up, whose scan covers it) compare what it holds.
+      this.watchTree(entry.path);
+      if (how.catchingUp !== true) {
+        for (const child of this.subtreeOnBothSides(remote, entry.path)) this.markDirty(child);
+      }
+    }
     if (entry.type === "dir") {
       if (known?.type === "dir" && known.mode === entry.mode && known.mtime === entry.mtime) {
         if (known.ino !== entry.ino) remote.set({ ...known, ino: entry.ino });

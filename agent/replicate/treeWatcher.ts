@@ -10,7 +10,8 @@
  *   file created in it in between is seen by the listing or by the watch;
  * - a directory renamed keeps its inotify watch, which would then report names under its
  *   old path: the caller re-watches the subtree under the new path (unwatchUnder, then
- *   watchDirectory as it walks);
+ *   watchDirectory as it walks), and a watch whose inode is not the directory's at its path
+ *   any more (isWatchedAs) is made again;
  * - the watch limit (ENOSPC from inotify_add_watch, fs.inotify.max_user_watches) and any
  *   other failure to watch are reported through onLost: the replicator then falls back to
  *   rescanning, never to a silent gap. libuv does not report inotify's queue overflow
@@ -37,6 +38,8 @@ export class TreeWatcher {
   private readonly root: string;
   private readonly events: TreeWatcherEvents;
   private readonly watchers = new Map<string, FSWatcher>();
+  /** The inode each watch was made on: a watch follows its directory if that is renamed. */
+  private readonly inodes = new Map<string, number>();
   private closed = false;
 
   constructor(root: string, events: TreeWatcherEvents) {
@@ -48,12 +51,16 @@ export class TreeWatcher {
     return this.watchers.size;
   }
 
-  isWatched(path: string): boolean {
-    return this.watchers.has(path);
+  /**
+   * Whether `path` is watched on the directory `ino` that is there now. A directory renamed
+   * away and another made at its name (mv d old; mkdir d) leaves the watch on the old one.
+   */
+  isWatchedAs(path: string, ino: number): boolean {
+    return this.watchers.has(path) && this.inodes.get(path) === ino;
   }
 
-  /** Watches the directory `path` (not its subdirectories). False when it cannot be watched. */
-  watchDirectory(path: string): boolean {
+  /** Watches the directory `path`, inode `ino` (not its subdirectories). False when it cannot be watched. */
+  watchDirectory(path: string, ino: number): boolean {
     if (this.closed || this.watchers.has(path)) return !this.closed;
     let watcher: FSWatcher;
     try {
@@ -86,6 +93,7 @@ export class TreeWatcher {
       this.events.onChange(path);
     });
     this.watchers.set(path, watcher);
+    this.inodes.set(path, ino);
     return true;
   }
 
@@ -106,5 +114,6 @@ export class TreeWatcher {
   private unwatch(path: string): void {
     this.watchers.get(path)?.close();
     this.watchers.delete(path);
+    this.inodes.delete(path);
   }
 }

@@ -48,25 +48,34 @@ export function fileFilterReason(
   return undefined;
 }
 
+/** How much of a file the firewall reads: enough for a PHP opening behind an image header. */
+export const FIREWALL_HEAD_BYTES = 1024;
+
 function readHead(path: string): Buffer {
-  const head = Buffer.alloc(4);
+  const head = Buffer.alloc(FIREWALL_HEAD_BYTES);
   // Never through a link swapped in since the lstat, never blocking on a FIFO.
   const fd = openSync(fsPath(path), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
-    const read = readSync(fd, head, 0, 4, 0);
+    const read = readSync(fd, head, 0, FIREWALL_HEAD_BYTES, 0);
     return head.subarray(0, read);
   } finally {
     closeSync(fd);
   }
 }
 
+/** Server-side script openings found anywhere in the head (a web shell hides behind GIF89a). */
+const SERVER_SCRIPT_OPENINGS = /<\?php|<\?=|<%[@=!\s]|<script[^>]*runat\s*=\s*["']?server/i;
+
 /**
- * What the content firewall looks for in a file's first bytes: ELF, PE (MZ), Mach-O (both
- * byte orders, 32/64-bit and universal) and a `#!` script. Content, not names: renaming a
- * binary to photo.jpg does not get it through.
+ * What the content firewall looks for in a file's first bytes (FIREWALL_HEAD_BYTES): ELF,
+ * PE (MZ), Mach-O (both byte orders, 32/64-bit and universal), a `#!` script, and a
+ * server-side script opening anywhere in them (PHP `<?php` and `<?=`, ASP and JSP `<%`,
+ * `<script runat=server>`). Content, not names: renaming a binary or a PHP shell to
+ * photo.jpg does not get it through.
  */
 export function executableKind(head: Uint8Array): "elf" | "pe" | "mach-o" | "script" | undefined {
   if (head.length >= 2 && head[0] === 0x23 && head[1] === 0x21) return "script";
+  if (SERVER_SCRIPT_OPENINGS.test(Buffer.from(head).toString("latin1"))) return "script";
   if (head.length >= 2 && head[0] === 0x4d && head[1] === 0x5a) return "pe";
   if (head.length < 4) return undefined;
   const magic = Buffer.from(head.subarray(0, 4)).readUInt32BE(0);

@@ -39,7 +39,7 @@ import { checkRelativePath, parentOf, parentsOf } from "../protocol/paths.ts";
 import { fsPath } from "../protocol/byteNames.ts";
 import type { FileHeader } from "../protocol/messages.ts";
 import { LargeFileAssembly } from "../receiver/largeFileAssembly.ts";
-import { executableKind } from "../source/filters.ts";
+import { executableKind, FIREWALL_HEAD_BYTES } from "../source/filters.ts";
 
 /** The standby's own directory at the root of its tree: temporary files, state. Never replicated. */
 export const STATE_DIR = ".offsite";
@@ -98,7 +98,7 @@ export class LiveTree {
     if (actual !== header.sha256 || content.length !== header.size) {
       throw new ProtocolError("hash-mismatch", `${header.path} arrived damaged (it hashes to ${actual})`);
     }
-    if (this.stoppedByFirewall(header.path, content)) return;
+    if (this.stoppedByFirewall(header.path, content.subarray(0, FIREWALL_HEAD_BYTES))) return;
     const temporary = this.temporaryFile();
     const fd = openSync(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
     try {
@@ -138,7 +138,7 @@ export class LiveTree {
   end(size: number, sha256: string): void {
     const file = this.assembly.end(size, sha256);
     this.large = undefined;
-    const head = Buffer.alloc(1024);
+    const head = Buffer.alloc(FIREWALL_HEAD_BYTES);
     const fd = openSync(file.data, O_RDONLY | O_NOFOLLOW);
     let readHead: number;
     try {

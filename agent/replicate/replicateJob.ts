@@ -470,7 +470,8 @@ class Replicator {
           // and compare its subtree (changes made inside it before the watch came back).
           this.watcher.unwatchUnder(from);
           this.watchTree(to);
-          for (const key of this.subtreeOnBothSides(remote, to)) if (!looked.has(key)) looked.set(key, this.look(key));
+          for (const key of this.subtreeOnBothSides(remote, to))
+            if (!looked.has(key)) looked.set(key, this.look(key));
         }
       }
     }

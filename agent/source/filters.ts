@@ -63,19 +63,25 @@ function readHead(path: string): Buffer {
   }
 }
 
-/** Server-side script openings found anywhere in the head (a web shell hides behind GIF89a). */
-const SERVER_SCRIPT_OPENINGS = /<\?php|<\?=|<%[@=!\s]|<script[^>]*runat\s*=\s*["']?server/i;
+/**
+ * Server-side script openings. Long ones anywhere in the head (a web shell hides behind a
+ * GIF89a header); the short ones only at the start, where text begins, because three
+ * random bytes match somewhere in one binary file of a few thousand (photos would be stopped).
+ */
+const SERVER_SCRIPT_ANYWHERE = /<\?php|<script\s+runat\s*=\s*["']?server/i;
+const SERVER_SCRIPT_AT_START = /^(?:\xef\xbb\xbf)?\s*(?:<\?=|<%)/;
 
 /**
  * What the content firewall looks for in a file's first bytes (FIREWALL_HEAD_BYTES): ELF,
  * PE (MZ), Mach-O (both byte orders, 32/64-bit and universal), a `#!` script, and a
- * server-side script opening anywhere in them (PHP `<?php` and `<?=`, ASP and JSP `<%`,
- * `<script runat=server>`). Content, not names: renaming a binary or a PHP shell to
+ * server-side script opening (PHP `<?php` or `<script runat=server>` anywhere in them; PHP's
+ * `<?=`, ASP's and JSP's `<%` at the start). Content, not names: renaming a binary or a PHP shell to
  * photo.jpg does not get it through.
  */
 export function executableKind(head: Uint8Array): "elf" | "pe" | "mach-o" | "script" | undefined {
   if (head.length >= 2 && head[0] === 0x23 && head[1] === 0x21) return "script";
-  if (SERVER_SCRIPT_OPENINGS.test(Buffer.from(head).toString("latin1"))) return "script";
+  const text = Buffer.from(head).toString("latin1");
+  if (SERVER_SCRIPT_ANYWHERE.test(text) || SERVER_SCRIPT_AT_START.test(text)) return "script";
   if (head.length >= 2 && head[0] === 0x4d && head[1] === 0x5a) return "pe";
   if (head.length < 4) return undefined;
   const magic = Buffer.from(head.subarray(0, 4)).readUInt32BE(0);

@@ -39,7 +39,7 @@ export function startProcess(args: string[]): OffsiteProcess {
   const events: Record<string, unknown>[] = [];
   const waiters = new Set<() => void>();
   let buffered = "";
-  child.stderr!.on("data", (chunk: Buffer) => {
+  child.stderr.on("data", (chunk: Buffer) => {
     buffered += chunk.toString();
     let newline: number;
     while ((newline = buffered.indexOf("\n")) >= 0) {
@@ -53,7 +53,7 @@ export function startProcess(args: string[]): OffsiteProcess {
     }
     for (const waiter of waiters) waiter();
   });
-  child.stdout!.resume();
+  child.stdout.resume();
   const exited = once(child, "exit");
   return {
     child,

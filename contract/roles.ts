@@ -183,6 +183,12 @@ export const restoreFlags = {
 };
 export type RestoreOptions = OptionsOf<typeof restoreFlags>;
 
+/** A replicator compares by content only where it must (the journal's suspects): no --checksum. */
+function withoutChecksum<T extends { checksum: unknown }>(table: T): Omit<T, "checksum"> {
+  const { checksum: _, ...rest } = table;
+  return rest;
+}
+
 /** `offsite replicate`: the primary side of a replication pair (agent/PROTOCOL.md, "Replication"). */
 export const replicateFlags = {
   to: flags.text("The standby (HOST:PORT of `offsite standby`, with --certs) or a local directory.", {
@@ -190,7 +196,7 @@ export const replicateFlags = {
     placeholder: "HOST:PORT|DIR",
   }),
   ...identityFlags,
-  ...selectionFlags,
+  ...withoutChecksum(selectionFlags),
   firewall: flags.switch(
     "Content firewall: stop executables and scripts (by content) from crossing (on for pairs).",
     { default: true },

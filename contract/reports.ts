@@ -162,6 +162,106 @@ export type JobProgress = z.infer<typeof jobProgress>;
 export const jobEvent = z.discriminatedUnion("type", [jobProgress, jobResult]);
 export type JobEvent = z.infer<typeof jobEvent>;
 
+const pem = z.string().min(1).max(16384);
+const filterFields = {
+  filters: z.strictObject({
+    include: z.array(globPattern).max(1000),
+    exclude: z.array(globPattern).max(1000),
+    maxFileSize: count.optional(),
+  }),
+  contentFirewall: z.strictObject({
+    enabled: z.boolean(),
+    blockExecutables: z.boolean(),
+    blockScripts: z.boolean(),
+    blockPatterns: z.array(globPattern).max(1000),
+    allowPatterns: z.array(globPattern).max(1000),
+  }),
+};
+
+/** Where a standby's agent listens for its primary unless told otherwise. */
+export const DEFAULT_REPLICATION_PORT = 5725;
+
+/**
+ * PUT /v1/replication: the role this agent plays in a ReplicationPair. The controller sends
+ * the whole desired role on every reconcile; the same request again changes nothing (it is
+ * level-based), another one restarts the role with it, DELETE stops it.
+ */
+export const replicationRequest = z.strictObject({
+  /** The pair's GUID: the `source` of the replication session, the primary certificate's CN. */
+  pair: guid,
+  site: guid,
+  role: z.enum(["primary", "standby"]),
+  /** Raised by every failover; a standby refuses a primary of an older one. */
+  epoch: z
+    .number()
+    .int()
+    .nonnegative()
+    .max(2 ** 31 - 1),
+  /** The replicated directory inside the agent's view of the volume. */
+  path: z.string().min(1).max(4096),
+  /** The pair's CA (PEM): the other side's certificate must chain to it. */
+  caCertificate: pem,
+  /** primary: its client certificate (CN = pair, O = site); standby: its serving certificate. */
+  credentials: z.strictObject({ certificate: pem, privateKey: pem }),
+  /** primary: the standby's agent, host:port (the pair's standby Service). */
+  standby: z
+    .strictObject({
+      endpoint: z.string().min(1).max(300),
+      /** Verify the standby's certificate for this name instead of the endpoint's host. */
+      serverName: z.string().min(1).max(253).optional(),
+    })
+    .optional(),
+  /** standby: the port to listen on (DEFAULT_REPLICATION_PORT when absent). */
+  listenPort: z.number().int().min(1).max(65535).optional(),
+  /** primary: where its journal lives (a directory that survives the agent's restart). */
+  stateDir: z.string().min(1).max(4096).optional(),
+  ...filterFields,
+  batchWindowMs: z.number().int().min(1).max(60_000),
+});
+export type ReplicationRequest = z.infer<typeof replicationRequest>;
+
+const recentFile = z.strictObject({ path: z.string().max(4096), reason: z.string().max(256), at: timestamp });
+
+/** GET /v1/replication: what the role is doing, for the pair's status and metrics. */
+export const replicationReport = z.strictObject({
+  at: timestamp,
+  role: z.enum(["primary", "standby", "none"]),
+  pair: guid.optional(),
+  epoch: z.number().int().nonnegative().optional(),
+  /**
+   * primary: connecting, syncing (the catch-up runs), streaming, disconnected (the standby is
+   * away; changes are journaled), failed (refused for good: another pair, an older epoch);
+   * standby: listening (no primary connected), serving, failed.
+   */
+  state: z.enum([
+    "none",
+    "connecting",
+    "syncing",
+    "streaming",
+    "disconnected",
+    "listening",
+    "serving",
+    "failed",
+  ]),
+  message: z.string().max(4096).optional(),
+  /** primary: changes seen and not yet durable on the standby. */
+  pendingChanges: count,
+  /** primary: change → durable on the standby, of the last batch acknowledged, in milliseconds. */
+  lastLagMs: count.optional(),
+  /** primary: when the standby last caught up completely (nothing pending). */
+  lastSyncTime: timestamp.optional(),
+  /** standby: when it last made a batch durable. */
+  lastAppliedAt: timestamp.optional(),
+  batchesApplied: count,
+  bytesSent: count,
+  /** Files the content firewall stopped so far, and the most recent ones. */
+  blocked: count,
+  recentBlocked: z.array(recentFile).max(20),
+  /** Entries that could not be read (the standby keeps its last good copy), most recent. */
+  recentProblems: z.array(recentFile).max(20),
+});
+export type ReplicationReport = z.infer<typeof replicationReport>;
+
 /** One line of GET /v1/heartbeat?watch=1, every heartbeatInterval (replicate and standby roles). */
 export const heartbeat = z.strictObject({
   at: timestamp,

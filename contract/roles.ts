@@ -107,6 +107,10 @@ export const agentFlags = {
     { min: 0, max: 65535 },
     { default: 0 },
   ),
+  allowStandby: flags.switch(
+    "Accept the standby role of a ReplicationPair (PUT /v1/replication), which writes into the " +
+      "data: on only in a pair's standby pods, whose data mount is writable.",
+  ),
   allowRestore: flags.switch(
     "Accept restore jobs. Off for a backup sidecar (its data mount is read-only too), so the " +
       "agent that protects the data can never write it; on in the operator's restore mover pods.",

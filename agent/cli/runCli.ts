@@ -254,6 +254,7 @@ async function runAgent(options: AgentOptions, output: Output): Promise<number> 
     port: options.controlPort,
     certsDir: resolve(options.controlCerts),
     allowRestore: options.allowRestore,
+    allowStandby: options.allowStandby,
     onEvent: (event) => output.event(event),
   });
   const { startHealthServer } = await import("../receiver/healthServer.ts");

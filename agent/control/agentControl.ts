@@ -5,12 +5,23 @@
  *   POST /v1/jobs                 run a jobRequest (or attach to the run with its jobId)
  *   GET  /v1/jobs/{jobId}         attach to a run: its latest progress, then what follows
  *   GET  /v1/jobs/{jobId}/report  the role's full report (`offsite push --json`'s object)
+ *   PUT  /v1/replication          play a role in a ReplicationPair (replicationRequest)
+ *   GET  /v1/replication          what that role is doing (replicationReport)
+ *   DELETE /v1/replication        stop it
+ *   GET  /v1/heartbeat[?watch=1]  one heartbeat line (every second while watched)
  *
  * Restore jobs write into the data, so an agent takes them only with --allow-restore (the
  * operator's restore mover pods); a backup sidecar refuses them with 403.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { jobRequest, type JobRequest } from "../../contract/reports.ts";
+import {
+  heartbeat,
+  jobRequest,
+  replicationReport,
+  replicationRequest,
+  type Heartbeat,
+  type JobRequest,
+} from "../../contract/reports.ts";
 import { parseEndpoint } from "../client/openSession.ts";
 import {
   methodNotAllowed,
@@ -21,12 +32,15 @@ import {
   type ControlServer,
 } from "./controlServer.ts";
 import { JobFailure, JobRegistry, type Job } from "./controlJobs.ts";
+import { ReplicationRole } from "./replicationRole.ts";
 
 export interface AgentControlOptions {
   host: string;
   port: number;
   certsDir: string;
   allowRestore: boolean;
+  /** Take the standby role of a pair (it writes into the data). */
+  allowStandby?: boolean;
   onEvent: (event: Record<string, unknown>) => void;
 }
 
@@ -40,28 +54,95 @@ const SHUTDOWN_WAIT_MS = 2000;
 
 export async function startAgentControl(options: AgentControlOptions): Promise<AgentControl> {
   const jobs = new JobRegistry(options.onEvent);
+  const replication = new ReplicationRole(options.host, options.onEvent);
   const server = await startControlServer({
     host: options.host,
     port: options.port,
     certsDir: options.certsDir,
     onEvent: options.onEvent,
-    handle: (request, response, path) => route(request, response, path, jobs, options),
+    handle: (request, response, path) =>
+      path === "/replication" || path === "/heartbeat"
+        ? routeReplication(request, response, path, replication, options)
+        : route(request, response, path, jobs, options),
   });
   return {
     ...server,
     jobsRunning: () => jobs.running().length,
     close: () =>
-      server.close(() =>
-        jobs.abortAll(
+      server.close(async () => {
+        await replication.stop();
+        await jobs.abortAll(
           new JobFailure(
             "shutdown",
             "the agent was stopped while the job ran (its pod is terminating); run the job again " +
               "(a push resumes what was not yet durable)",
           ),
           SHUTDOWN_WAIT_MS,
-        ),
-      ),
+        );
+      }),
   };
+}
+
+/** HEARTBEAT_MS: how often a watched heartbeat stream gets a line (the pair's default interval). */
+const HEARTBEAT_MS = 1000;
+
+async function routeReplication(
+  request: IncomingMessage,
+  response: ServerResponse,
+  path: string,
+  replication: ReplicationRole,
+  options: AgentControlOptions,
+): Promise<void> {
+  if (path === "/heartbeat") {
+    if (request.method !== "GET") return methodNotAllowed(response, ["GET"]);
+    const watch = new URL(request.url ?? "/", "https://agent").searchParams.get("watch") === "1";
+    response.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+    const beat = () => response.write(`${JSON.stringify(heartbeatOf(replication))}\n`);
+    beat();
+    if (!watch) return void response.end();
+    const timer = setInterval(beat, HEARTBEAT_MS);
+    response.on("close", () => clearInterval(timer));
+    return;
+  }
+  if (request.method === "GET")
+    return sendJson(response, 200, replicationReport.parse(replication.current()));
+  if (request.method === "DELETE") {
+    await replication.stop();
+    return sendJson(response, 200, replication.current());
+  }
+  if (request.method !== "PUT") return methodNotAllowed(response, ["GET", "PUT", "DELETE"]);
+  const parsed = await parseBody(request, response, replicationRequest, "replication request");
+  if (!parsed) return;
+  if (parsed.role === "standby" && options.allowStandby !== true)
+    return sendJson(response, 403, {
+      code: "standby-not-allowed",
+      message:
+        "this agent does not take the standby role (it was started without --allow-standby: a backup " +
+        "sidecar never writes the data it protects); the operator injects standby agents with it",
+    });
+  if (parsed.role === "primary" && !parsed.standby)
+    return sendJson(response, 400, {
+      code: "bad-request",
+      message: "a primary needs standby.endpoint (where the standby's agent listens)",
+      issues: [{ path: "standby", message: "required for the primary role" }],
+    });
+  const restarted = await replication.apply(parsed);
+  return sendJson(response, 200, { restarted, report: replication.current() });
+}
+
+/** The heartbeat line of the role now (a role of none is unhealthy: nothing replicates). */
+function heartbeatOf(replication: ReplicationRole): Heartbeat | Record<string, unknown> {
+  const report = replication.current();
+  if (report.role === "none") return { at: report.at, role: "none", healthy: false };
+  return heartbeat.parse({
+    at: report.at,
+    role: report.role,
+    epoch: report.epoch ?? 0,
+    healthy: report.state === "streaming" || report.state === "serving" || report.state === "listening",
+    pendingChanges: report.pendingChanges,
+    ...(report.lastAppliedAt ? { lastAppliedAt: report.lastAppliedAt } : {}),
+    ...(report.message ? { message: report.message.slice(0, 1024) } : {}),
+  });
 }
 
 async function route(
@@ -102,37 +183,57 @@ async function route(
   return sendJson(response, 200, job.report);
 }
 
+/** Reads a JSON body that must fit `schema`; answers 400 (with one issue per problem) and returns undefined when not. */
+async function parseBody<T>(
+  request: IncomingMessage,
+  response: ServerResponse,
+  schema: {
+    safeParse(
+      value: unknown,
+    ):
+      | { success: true; data: T }
+      | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
+  },
+  what: string,
+): Promise<T | undefined> {
+  const body = await readBody(request, response);
+  if (body === undefined) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch (error) {
+    sendJson(response, 400, {
+      code: "bad-request",
+      message: `the body is not JSON: ${(error as Error).message}`,
+      issues: [],
+    });
+    return undefined;
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => ({
+      path: issue.path.map(String).join(".") || "(request)",
+      message: issue.message,
+    }));
+    sendJson(response, 400, {
+      code: "bad-request",
+      message: `the ${what} does not fit the contract: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
+      issues,
+    });
+    return undefined;
+  }
+  return parsed.data;
+}
+
 async function postJob(
   request: IncomingMessage,
   response: ServerResponse,
   jobs: JobRegistry,
   options: AgentControlOptions,
 ): Promise<void> {
-  const body = await readBody(request, response);
-  if (body === undefined) return;
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch (error) {
-    return sendJson(response, 400, {
-      code: "bad-request",
-      message: `the body is not JSON: ${(error as Error).message}`,
-      issues: [],
-    });
-  }
-  const parsed = jobRequest.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => ({
-      path: issue.path.map(String).join(".") || "(request)",
-      message: issue.message,
-    }));
-    return sendJson(response, 400, {
-      code: "bad-request",
-      message: `the job request does not fit the contract: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
-      issues,
-    });
-  }
-  const job: JobRequest = parsed.data;
+  const parsed = await parseBody(request, response, jobRequest, "job request");
+  if (!parsed) return;
+  const job: JobRequest = parsed;
   try {
     parseEndpoint(job.target.endpoint);
   } catch (error) {

@@ -126,7 +126,10 @@ class Replicator {
   private readonly dirty = new Map<string, DirtyPath>();
   private readonly emit: (event: ReplicationEvent) => void;
   private readonly scratch = smallFileScratch();
-  /** Paths the firewall stopped, with why (reported once per change). */
+  /**
+   * Paths the firewall stops now, with why: reported once, and never deleted on the standby
+   * (its older copy stays, as the primary keeps the file) until the path is gone here.
+   */
   private readonly blocked = new Map<string, string>();
   private rescanRequested = false;
   private wake: (() => void) | undefined;
@@ -545,7 +548,10 @@ class Replicator {
       this.blocked.delete(path);
       return { type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777, ino: stat.ino };
     } catch (error) {
-      if (isVanished(error)) return undefined;
+      if (isVanished(error)) {
+        this.blocked.delete(path); // gone: the standby's older copy, if any, goes too
+        return undefined;
+      }
       if (isEntryProblem(error)) {
         this.emit({ event: "problem", path, reason: problemReason(error) });
         return undefined;
@@ -555,7 +561,7 @@ class Replicator {
   }
 
   private reportBlocked(path: string, reason: string): void {
-    if (!reason.startsWith("firewall")) return;
+    if (!reason.startsWith("firewall") || this.blocked.get(path) === reason) return;
     this.blocked.set(path, reason);
     this.emit({ event: "blocked", path, reason });
   }

@@ -46,6 +46,8 @@ export interface StandbyOptions {
   firewall?: boolean;
   idleTimeoutMs?: number | undefined;
   onEvent?: (event: Record<string, unknown>) => void;
+  /** After each batch is durable (Applied sent), with the files its firewall stopped. */
+  onApplied?: (refused: { path: string; reason: string }[]) => void;
 }
 
 export interface RunningStandby {
@@ -199,7 +201,7 @@ async function serveSession(
       epoch,
       entries: entries.length,
     });
-    await applyChanges(connection, tree, liveEntries, emit);
+    await applyChanges(connection, tree, liveEntries, emit, options.onApplied);
   } finally {
     tree.close();
     liveEntries.save();
@@ -211,6 +213,7 @@ async function applyChanges(
   tree: LiveTree,
   liveEntries: LiveEntries,
   emit: (event: Record<string, unknown>) => void,
+  onApplied: StandbyOptions["onApplied"],
 ): Promise<void> {
   let slice = performance.now();
   let savedAt = Date.now();
@@ -268,6 +271,7 @@ async function applyChanges(
           savedAt = Date.now();
         }
         await connection.send(encodeJson(FrameType.Applied, { seq: message.seq, refused }));
+        onApplied?.(refused);
         break;
       }
       default:

@@ -71,6 +71,7 @@ describe("the mover pod's command line", () => {
         controlPort: DEFAULT_CONTROL_PORT,
         healthPort: DEFAULT_HEALTH_PORT,
         allowRestore: writable,
+        allowStandby: false,
       });
     });
   }

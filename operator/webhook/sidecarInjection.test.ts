@@ -84,6 +84,7 @@ describe("sidecar injection", () => {
       controlPort: AGENT_CONTROL_PORT,
       healthPort: AGENT_HEALTH_PORT,
       allowRestore: false,
+      allowStandby: false,
     });
     // The ports it names are the ports it serves; the probe asks the health port.
     const ports = Object.fromEntries((sidecar.ports ?? []).map((p) => [p.name ?? "", p.containerPort]));

@@ -98,6 +98,7 @@ export function sidecarArguments(): string[] {
     healthPort: AGENT_HEALTH_PORT,
     // The agent that protects the data can never write it (its mounts are read-only too).
     allowRestore: false,
+    allowStandby: false,
   };
   return ["agent", ...renderFlags(agentFlags, options)];
 }

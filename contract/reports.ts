@@ -55,6 +55,23 @@ export const receiverReport = z.strictObject({
 });
 export type ReceiverReport = z.infer<typeof receiverReport>;
 
+const pem = z.string().min(1).max(16384);
+/** What a sending agent selects and what its content firewall stops (jobs and replication). */
+const filterFields = {
+  filters: z.strictObject({
+    include: z.array(globPattern).max(1000),
+    exclude: z.array(globPattern).max(1000),
+    maxFileSize: count.optional(),
+  }),
+  contentFirewall: z.strictObject({
+    enabled: z.boolean(),
+    blockExecutables: z.boolean(),
+    blockScripts: z.boolean(),
+    blockPatterns: z.array(globPattern).max(1000),
+    allowPatterns: z.array(globPattern).max(1000),
+  }),
+};
+
 /** POST /v1/jobs: the whole job in one request (the BackupJob controller sends it). */
 export const jobRequest = z.strictObject({
   /** The operator's run id; a request with the id of a running or finished job attaches to it. */
@@ -68,7 +85,7 @@ export const jobRequest = z.strictObject({
     /** host:port of the receiver (an OffsiteServer's Service name inside the cluster). */
     endpoint: z.string().min(1).max(300),
     /** The receiver's CA (PEM); its serving certificate must chain to it. */
-    caCertificate: z.string().min(1).max(16384),
+    caCertificate: pem,
     /** Verify the receiver's certificate for this name instead of the endpoint's host. */
     serverName: z.string().min(1).max(253).optional(),
   }),
@@ -78,22 +95,8 @@ export const jobRequest = z.strictObject({
    * plane credential between jobs, a rotated certificate takes effect at the next job,
    * and one sidecar can serve several BackupJobs with different targets.
    */
-  credentials: z.strictObject({
-    certificate: z.string().min(1).max(16384),
-    privateKey: z.string().min(1).max(16384),
-  }),
-  filters: z.strictObject({
-    include: z.array(globPattern).max(1000),
-    exclude: z.array(globPattern).max(1000),
-    maxFileSize: count.optional(),
-  }),
-  contentFirewall: z.strictObject({
-    enabled: z.boolean(),
-    blockExecutables: z.boolean(),
-    blockScripts: z.boolean(),
-    blockPatterns: z.array(globPattern).max(1000),
-    allowPatterns: z.array(globPattern).max(1000),
-  }),
+  credentials: z.strictObject({ certificate: pem, privateKey: pem }),
+  ...filterFields,
   checksum: z.boolean(),
   /** compare and restore: the version; the newest when absent. */
   version: versionId.optional(),
@@ -161,22 +164,6 @@ export type JobResult = z.infer<typeof jobResult>;
 export type JobProgress = z.infer<typeof jobProgress>;
 export const jobEvent = z.discriminatedUnion("type", [jobProgress, jobResult]);
 export type JobEvent = z.infer<typeof jobEvent>;
-
-const pem = z.string().min(1).max(16384);
-const filterFields = {
-  filters: z.strictObject({
-    include: z.array(globPattern).max(1000),
-    exclude: z.array(globPattern).max(1000),
-    maxFileSize: count.optional(),
-  }),
-  contentFirewall: z.strictObject({
-    enabled: z.boolean(),
-    blockExecutables: z.boolean(),
-    blockScripts: z.boolean(),
-    blockPatterns: z.array(globPattern).max(1000),
-    allowPatterns: z.array(globPattern).max(1000),
-  }),
-};
 
 /** Where a standby's agent listens for its primary unless told otherwise. */
 export const DEFAULT_REPLICATION_PORT = 5725;

@@ -1,6 +1,6 @@
 /**
  * What the injection webhook does to a Pod at admission, as pure functions: which
- * BackupJobs select it, and the JSON Patch that adds the Offsite agent as a native
+ * BackupJobs and ReplicationPair sides select it, and the JSON Patch that adds the Offsite agent as a native
  * sidecar (an init container with restartPolicy Always). No I/O here; webhookServer.ts
  * looks up the BackupJobs and the namespace and answers the API server with the result.
  *
@@ -13,7 +13,8 @@
  *   cannot be injected safely (a port or name taken, a Windows pod) it is admitted as it
  *   is, with the reason.
  * - The sidecar sees every data volume the app mounts at the app's own path (and
- *   subPath), read-only, so a BackupJob's source.path names the same directory in both.
+ *   subPath), read-only, so a BackupJob's source.path names the same directory in both;
+ *   writable only in a ReplicationPair's standby, whose agent applies the primary's changes.
  */
 import type { V1Container, V1EnvVar, V1Pod, V1Volume, V1VolumeMount } from "@kubernetes/client-node";
 import { renderFlags } from "../../contract/flags.ts";
@@ -40,6 +41,37 @@ export const SERVICE_ACCOUNT_TOKEN_DIR = "/var/run/secrets/kubernetes.io/service
 
 /** Volume kinds that never hold application data: configuration and credentials. */
 const NOT_DATA = new Set(["secret", "configMap", "projected", "downwardAPI", "image"]);
+
+/**
+ * One side of a ReplicationPair as far as injection cares: the pods its workload selects
+ * (the workload's spec.selector, which the webhook server reads). A standby's agent
+ * writes the data (its mounts are writable, it takes the standby role); a primary's only
+ * reads it and keeps its journal in an emptyDir of its own.
+ */
+export interface InjectionPairSide {
+  pair: string;
+  side: "primary" | "standby";
+  selector: LabelSelector;
+  containerName?: string;
+}
+
+/** The emptyDir where a primary's agent keeps its replication journal (survives the agent's restarts). */
+export const STATE_VOLUME = "offsite-agent-state";
+export const AGENT_STATE_DIR = "/var/lib/offsite";
+
+/** What the agent of a pod may do, from what selects the pod. */
+export interface AgentRole {
+  /** A pair's standby: writable data mounts, --allow-standby. */
+  writable: boolean;
+  /** A pair's primary: a journal volume. */
+  journal: boolean;
+}
+const BACKUP_ONLY: AgentRole = { writable: false, journal: false };
+
+/** The pair sides whose workload selects `pod`. */
+export function matchingPairSides(pod: V1Pod, sides: readonly InjectionPairSide[]): InjectionPairSide[] {
+  return sides.filter((side) => selectorMatches(side.selector, pod.metadata?.labels));
+}
 
 /** A BackupJob as far as injection cares. */
 export interface InjectionJob {
@@ -74,6 +106,8 @@ export type InjectionDecision =
   | {
       inject: true;
       jobs: string[];
+      /** pair/side of each ReplicationPair side the pod belongs to. */
+      pairs: string[];
       container: V1Container;
       volumes: V1Volume[];
       patch: JsonPatchOperation[];
@@ -89,16 +123,17 @@ export function matchingJobs<J extends InjectionJob>(pod: V1Pod, jobs: readonly 
   );
 }
 
-/** `offsite agent` as a backup sidecar: the contract's flag table, so the agent parses exactly this. */
-export function sidecarArguments(): string[] {
+/** `offsite agent` as a sidecar: the contract's flag table, so the agent parses exactly this. */
+export function sidecarArguments(role: AgentRole = BACKUP_ONLY): string[] {
   const options: AgentOptions = {
     controlCerts: AGENT_CONTROL_CERTS_DIR,
     host: "0.0.0.0",
     controlPort: AGENT_CONTROL_PORT,
     healthPort: AGENT_HEALTH_PORT,
-    // The agent that protects the data can never write it (its mounts are read-only too).
+    // The agent that protects the data can never write it (its mounts are read-only too);
+    // only a pair's standby writes, the changes its primary sends.
     allowRestore: false,
-    allowStandby: false,
+    allowStandby: role.writable,
   };
   return ["agent", ...renderFlags(agentFlags, options)];
 }
@@ -119,7 +154,11 @@ const referencedVariables = (expression: string) =>
  * downward API (the documented use); a mount that needs anything else is left out
  * rather than shown at a different directory.
  */
-function dataMounts(pod: V1Pod, reserved: Set<string>): { mounts: V1VolumeMount[]; env: V1EnvVar[] } {
+function dataMounts(
+  pod: V1Pod,
+  reserved: Set<string>,
+  writable: boolean,
+): { mounts: V1VolumeMount[]; env: V1EnvVar[] } {
   const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
   const mounts: V1VolumeMount[] = [];
   const env = new Map<string, V1EnvVar>();
@@ -150,10 +189,14 @@ function dataMounts(pod: V1Pod, reserved: Set<string>): { mounts: V1VolumeMount[
         mountPath: mount.mountPath,
         ...(mount.subPath ? { subPath: mount.subPath } : {}),
         ...(mount.subPathExpr ? { subPathExpr: mount.subPathExpr } : {}),
-        readOnly: true,
-        // Mounts below the volume (a hostPath with submounts) are read-only too where the
-        // kernel and runtime can do it; elsewhere the mount itself still is.
-        recursiveReadOnly: "IfPossible",
+        ...(writable
+          ? {}
+          : {
+              readOnly: true,
+              // Mounts below the volume (a hostPath with submounts) are read-only too where
+              // the kernel and runtime can do it; elsewhere the mount itself still is.
+              recursiveReadOnly: "IfPossible",
+            }),
       });
     }
   }
@@ -189,7 +232,11 @@ function appIdentity(pod: V1Pod): { runAsUser?: number; runAsGroup?: number } {
  * runAsNonRoot stated explicitly so a pod-level runAsNonRoot: true cannot stop the sidecar
  * from starting (and with it, the app's containers, which start after it).
  */
-function agentSecurityContext(pod: V1Pod, level: PodSecurityLevel): V1Container["securityContext"] {
+function agentSecurityContext(
+  pod: V1Pod,
+  level: PodSecurityLevel,
+  writable: boolean,
+): V1Container["securityContext"] {
   const common = {
     allowPrivilegeEscalation: false,
     readOnlyRootFilesystem: true,
@@ -203,18 +250,29 @@ function agentSecurityContext(pod: V1Pod, level: PodSecurityLevel): V1Container[
     runAsUser: 0,
     runAsGroup: 0,
     runAsNonRoot: false,
-    capabilities: { drop: ["ALL"], add: [level === "baseline" ? "DAC_OVERRIDE" : "DAC_READ_SEARCH"] },
+    capabilities: {
+      drop: ["ALL"],
+      // A standby writes into directories the app owns and sets modes and times on what it
+      // replaces: DAC_OVERRIDE and FOWNER, both on baseline's list.
+      add: writable
+        ? ["DAC_OVERRIDE", "FOWNER"]
+        : [level === "baseline" ? "DAC_OVERRIDE" : "DAC_READ_SEARCH"],
+    },
   };
 }
 
 /** The sidecar container for `pod`. */
-export function agentContainer(pod: V1Pod, settings: SidecarSettings): V1Container {
-  const reserved = new Set([AGENT_CONTROL_CERTS_DIR, SERVICE_ACCOUNT_TOKEN_DIR]);
-  const { mounts, env } = dataMounts(pod, reserved);
+export function agentContainer(
+  pod: V1Pod,
+  settings: SidecarSettings,
+  role: AgentRole = BACKUP_ONLY,
+): V1Container {
+  const reserved = new Set([AGENT_CONTROL_CERTS_DIR, SERVICE_ACCOUNT_TOKEN_DIR, AGENT_STATE_DIR]);
+  const { mounts, env } = dataMounts(pod, reserved, role.writable);
   return {
     name: SIDECAR_CONTAINER,
     image: settings.image,
-    args: sidecarArguments(),
+    args: sidecarArguments(role),
     // A native sidecar: started before the app's containers, restarted on its own if it
     // exits, stopped after them; it never keeps a Job's pod from completing.
     restartPolicy: "Always",
@@ -241,11 +299,12 @@ export function agentContainer(pod: V1Pod, settings: SidecarSettings): V1Contain
       limits: { memory: settings.memoryLimit },
     },
     terminationMessagePolicy: "FallbackToLogsOnError",
-    securityContext: agentSecurityContext(pod, settings.podSecurity),
+    securityContext: agentSecurityContext(pod, settings.podSecurity, role.writable),
     volumeMounts: [
       ...mounts,
       { name: CONTROL_VOLUME, mountPath: AGENT_CONTROL_CERTS_DIR, readOnly: true },
       noTokenMount(),
+      ...(role.journal ? [{ name: STATE_VOLUME, mountPath: AGENT_STATE_DIR }] : []),
     ],
   };
 }
@@ -263,8 +322,9 @@ function noTokenMount(): V1VolumeMount {
   return { name: NO_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_TOKEN_DIR, readOnly: true };
 }
 
-export function sidecarVolumes(): V1Volume[] {
+export function sidecarVolumes(role: AgentRole = BACKUP_ONLY): V1Volume[] {
   return [
+    ...(role.journal ? [{ name: STATE_VOLUME, emptyDir: { sizeLimit: "256Mi" } }] : []),
     // optional: the pod starts whether or not the BackupJob controller has created the
     // Secret yet; the agent waits for its files (agentFlags.controlCerts).
     {
@@ -287,14 +347,18 @@ export function injectionFor(
   pod: V1Pod,
   jobs: readonly InjectionJob[],
   settings: SidecarSettings,
+  pairSides: readonly InjectionPairSide[] = [],
 ): InjectionDecision {
   const matched = matchingJobs(pod, jobs);
-  if (matched.length === 0) return { inject: false, reason: "no BackupJob selects this pod", notable: false };
+  const sides = matchingPairSides(pod, pairSides);
+  if (matched.length === 0 && sides.length === 0)
+    return { inject: false, reason: "no BackupJob or ReplicationPair selects this pod", notable: false };
   const spec = pod.spec;
   if (!spec) return { inject: false, reason: "the pod has no spec", notable: true };
   const names = new Set([
     SIDECAR_CONTAINER,
     ...matched.map((j) => j.spec.source.containerName ?? SIDECAR_CONTAINER),
+    ...sides.map((side) => side.containerName ?? SIDECAR_CONTAINER),
   ]);
   const existing = [
     ...(spec.initContainers ?? []),
@@ -318,13 +382,18 @@ export function injectionFor(
       reason: `the pod already uses port ${clash.containerPort}, which the agent listens on`,
       notable: true,
     };
-  const volumes = sidecarVolumes();
+  const role: AgentRole = {
+    writable: sides.some((side) => side.side === "standby"),
+    journal: sides.some((side) => side.side === "primary"),
+  };
+  const volumes = sidecarVolumes(role);
   const volumeClash = (spec.volumes ?? []).find((v) => volumes.some((ours) => ours.name === v.name));
   if (volumeClash)
     return { inject: false, reason: `the pod already has a volume named ${volumeClash.name}`, notable: true };
 
-  const container = agentContainer(pod, settings);
+  const container = agentContainer(pod, settings, role);
   const jobNames = matched.map((j) => j.metadata.name ?? "").sort();
+  const pairNames = sides.map((side) => `${side.pair}/${side.side}`).sort();
   const patch: JsonPatchOperation[] = [];
   if (spec.initContainers?.length)
     patch.push({ op: "add", path: "/spec/initContainers/-", value: container });
@@ -332,7 +401,7 @@ export function injectionFor(
   if (spec.volumes?.length)
     for (const v of volumes) patch.push({ op: "add", path: "/spec/volumes/-", value: v });
   else patch.push({ op: "add", path: "/spec/volumes", value: volumes });
-  const annotation = jobNames.join(",");
+  const annotation = [...jobNames, ...pairNames.map((name) => `replicationpair:${name}`)].join(",");
   if (pod.metadata?.annotations)
     patch.push({
       op: "add",
@@ -340,5 +409,5 @@ export function injectionFor(
       value: annotation,
     });
   else patch.push({ op: "add", path: "/metadata/annotations", value: { [INJECTED_ANNOTATION]: annotation } });
-  return { inject: true, jobs: jobNames, container, volumes, patch };
+  return { inject: true, jobs: jobNames, pairs: pairNames, container, volumes, patch };
 }

@@ -132,7 +132,7 @@ describe("the webhook server", () => {
     const hung = await admit(aPod());
     assert.ok(Date.now() - started < 2000, "cut off well before the API server's 5 s");
     assert.equal(hung.patch, undefined);
-    assert.match(hung.warnings?.[0] ?? "", /listing BackupJobs took longer than 300 ms/);
+    assert.match(hung.warnings?.[0] ?? "", /listing BackupJobs and ReplicationPairs took longer than 300 ms/);
 
     lookups = {
       ...fixed([aJob("shop-nightly", { matchLabels: { app: "shop" } })]),

@@ -16,7 +16,14 @@
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import {
+  AppsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type V1LabelSelector,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import { Counter, type Registry } from "prom-client";
 import { GROUP, VERSION } from "../../crds/definitions.ts";
 import { certificateNotAfter, issueCertificate, type CertificateAndKey } from "../../pki/certificates.ts";
@@ -25,7 +32,9 @@ import { errorMessage } from "../runtime/kubeApi.ts";
 import {
   injectionFor,
   matchingJobs,
+  matchingPairSides,
   type InjectionJob,
+  type InjectionPairSide,
   type PodSecurityLevel,
   type SidecarSettings,
 } from "./sidecarInjection.ts";
@@ -40,6 +49,14 @@ const POD_SECURITY_LABEL = "pod-security.kubernetes.io/enforce";
 export interface AdmissionLookups {
   backupJobs(namespace: string): Promise<InjectionJob[]>;
   podSecurity(namespace: string): Promise<PodSecurityLevel>;
+  /** The sides of the namespace's ReplicationPairs, with their workloads' selectors. */
+  pairSides?(namespace: string): Promise<InjectionPairSide[]>;
+}
+
+/** A ReplicationPair as far as the webhook reads it. */
+interface PairForInjection {
+  metadata: { name?: string; deletionTimestamp?: unknown };
+  spec?: Partial<Record<"primary" | "standby", { kind?: string; name?: string; containerName?: string }>>;
 }
 
 /** The lookups against the API server: BackupJobs listed fresh, the namespace's enforce label. */
@@ -55,6 +72,40 @@ export function apiLookups(kc: KubeConfig): AdmissionLookups {
         plural: "backupjobs",
       })) as { items?: InjectionJob[] };
       return list.items ?? [];
+    },
+    async pairSides(namespace) {
+      const apps = kc.makeApiClient(AppsV1Api);
+      const list = (await custom.listNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: "replicationpairs",
+      })) as { items?: PairForInjection[] };
+      const sides: InjectionPairSide[] = [];
+      for (const pair of list.items ?? []) {
+        if (pair.metadata.deletionTimestamp) continue;
+        for (const side of ["primary", "standby"] as const) {
+          const workload = pair.spec?.[side];
+          if (!workload?.name) continue;
+          let selector: V1LabelSelector | undefined;
+          try {
+            selector =
+              workload.kind === "StatefulSet"
+                ? (await apps.readNamespacedStatefulSet({ name: workload.name, namespace })).spec?.selector
+                : (await apps.readNamespacedDeployment({ name: workload.name, namespace })).spec?.selector;
+          } catch {
+            continue; // no such workload: its pods are no side's (the pair says WorkloadNotFound)
+          }
+          if (!selector?.matchLabels && !selector?.matchExpressions) continue;
+          sides.push({
+            pair: pair.metadata.name ?? "",
+            side,
+            selector: selector,
+            ...(workload.containerName ? { containerName: workload.containerName } : {}),
+          });
+        }
+      }
+      return sides;
     },
     async podSecurity(namespace) {
       const level = (await core.readNamespace({ name: namespace })).metadata?.labels?.[POD_SECURITY_LABEL];
@@ -266,12 +317,15 @@ export class WebhookServer {
       }
       const timeout = this.options.lookupTimeoutMs ?? 3000;
       const started = Date.now();
-      const jobs = await withTimeout(
-        this.options.lookups.backupJobs(namespace),
+      const [jobs, pairSides] = await withTimeout(
+        Promise.all([
+          this.options.lookups.backupJobs(namespace),
+          this.options.lookups.pairSides?.(namespace) ?? Promise.resolve([]),
+        ]),
         timeout,
-        "listing BackupJobs",
+        "listing BackupJobs and ReplicationPairs",
       );
-      if (matchingJobs(pod, jobs).length === 0) {
+      if (matchingJobs(pod, jobs).length === 0 && matchingPairSides(pod, pairSides).length === 0) {
         count("unselected");
         return allowed;
       }
@@ -280,7 +334,7 @@ export class WebhookServer {
         Math.max(1, timeout - (Date.now() - started)),
         "reading the namespace",
       );
-      const decision = injectionFor(pod, jobs, { ...this.options.sidecar, podSecurity });
+      const decision = injectionFor(pod, jobs, { ...this.options.sidecar, podSecurity }, pairSides);
       if (!decision.inject) {
         count("declined");
         log.info({ reason: decision.reason }, "not injecting the agent sidecar");
@@ -288,7 +342,12 @@ export class WebhookServer {
       }
       count("injected");
       log.info(
-        { backupJobs: decision.jobs, podSecurity, dryRun: request.dryRun === true },
+        {
+          backupJobs: decision.jobs,
+          replicationPairs: decision.pairs,
+          podSecurity,
+          dryRun: request.dryRun === true,
+        },
         "injecting the agent sidecar",
       );
       return {

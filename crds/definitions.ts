@@ -7,6 +7,7 @@ import type { V1ObjectMeta } from "@kubernetes/client-node";
 import type { z } from "zod";
 import type { OffsiteServerSpec, OffsiteServerStatus } from "./schema/offsiteServer.ts";
 import type { BackupJobSpec, BackupJobStatus } from "./schema/backupJob.ts";
+import type { ReplicationPairSpec, ReplicationPairStatus } from "./schema/replicationPair.ts";
 import { backupJobSpec, backupJobStatus } from "./schema/backupJob.ts";
 import { offsiteServerSpec, offsiteServerStatus } from "./schema/offsiteServer.ts";
 import { replicationPairSpec, replicationPairStatus } from "./schema/replicationPair.ts";
@@ -176,3 +177,4 @@ export interface OffsiteResource<Spec, Status> {
 }
 export type OffsiteServer = OffsiteResource<OffsiteServerSpec, OffsiteServerStatus>;
 export type BackupJob = OffsiteResource<BackupJobSpec, BackupJobStatus>;
+export type ReplicationPair = OffsiteResource<ReplicationPairSpec, ReplicationPairStatus>;

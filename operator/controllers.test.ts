@@ -43,7 +43,7 @@ describe("the registered controllers", () => {
       assert.equal(sample(text, name, labels), 0, `${name}${JSON.stringify(labels)}`);
     assert.deepEqual(
       CONTROLLERS.map((c) => c.kind),
-      ["OffsiteServer", "BackupJob"],
+      ["OffsiteServer", "BackupJob", "ReplicationPair"],
     );
     for (const { kind } of CONTROLLERS) {
       for (const result of ["success", "error"]) zero("offsite_reconcile_total", { kind, result });

@@ -7,8 +7,10 @@ import type { ControllerDefinition } from "./runtime/controller.ts";
 import { callAgentOverControlChannel } from "./backupJob/callAgent.ts";
 import { createBackupJobController } from "./backupJob/reconcileBackupJob.ts";
 import { createOffsiteServerController } from "./offsiteServer/reconcileOffsiteServer.ts";
+import { createReplicationPairController } from "./replicationPair/reconcileReplicationPair.ts";
 
 export const CONTROLLERS: readonly ControllerDefinition[] = [
   createOffsiteServerController(),
   createBackupJobController(callAgentOverControlChannel),
+  createReplicationPairController(),
 ];

@@ -21,6 +21,9 @@ import {
   type JobRequest,
   type JobResult,
   type ReceiverReport,
+  replicationReport,
+  type ReplicationReport,
+  type ReplicationRequest,
 } from "../../contract/reports.ts";
 import { TCP_KEEPALIVE_MS } from "../../contract/transport.ts";
 
@@ -136,6 +139,40 @@ export async function fetchReceiverReport(
   return parsed.data;
 }
 
+/**
+ * PUT /v1/replication: tells the agent its role in a pair (the same request again changes
+ * nothing on the agent); resolves with its report once it took the role.
+ */
+export async function putReplication(
+  address: AgentAddress,
+  request: ReplicationRequest,
+  options: ControlClientOptions,
+): Promise<{ restarted: boolean; report: ReplicationReport }> {
+  const response = await call(address, "PUT", "/replication", JSON.stringify(request), options);
+  const body = (await readJson(response, address, options.signal)) as { restarted?: unknown; report?: unknown };
+  const parsed = replicationReport.safeParse(body?.report);
+  if (!parsed.success || typeof body.restarted !== "boolean")
+    throw new ControlError("protocol", `${where(address)}: the replication answer does not fit the contract`, {
+      body,
+    });
+  return { restarted: body.restarted, report: parsed.data };
+}
+
+/** GET /v1/replication: what the agent's replication role is doing, validated. */
+export async function fetchReplicationReport(
+  address: AgentAddress,
+  options: ControlClientOptions,
+): Promise<ReplicationReport> {
+  const response = await call(address, "GET", "/replication", undefined, options);
+  const body = await readJson(response, address, options.signal);
+  const parsed = replicationReport.safeParse(body);
+  if (!parsed.success)
+    throw new ControlError("protocol", `${where(address)}: the replication report does not fit the contract`, {
+      body,
+    });
+  return parsed.data;
+}
+
 const where = (address: AgentAddress) =>
   address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 
@@ -201,7 +238,7 @@ function transportError(error: Error, address: AgentAddress, handshakeDone: bool
 /** One request; resolves with a 200 response, rejects with a ControlError for anything else. */
 function call(
   address: AgentAddress,
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "PUT" | "DELETE",
   path: string,
   body: string | undefined,
   options: ControlClientOptions,
@@ -314,7 +351,7 @@ async function readJson(
 
 async function streamResult(
   address: AgentAddress,
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "PUT" | "DELETE",
   path: string,
   body: string | undefined,
   options: RunJobOptions,

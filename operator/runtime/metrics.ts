@@ -155,6 +155,50 @@ export class OperatorMetrics {
     for (const resource of known.resources) this.watchRestartsTotal.inc({ resource }, 0);
   }
 
+  readonly replicationLag = new Histogram({
+    name: "offsite_replication_lag_seconds",
+    help: "Change on the primary to durable on the standby, of the last batch each poll of the primary's agent saw, by pair.",
+    labelNames: ["namespace", "name"] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60],
+    registers: [this.registry],
+  });
+  readonly replicationPending = new Gauge({
+    name: "offsite_replication_pending_changes",
+    help: "Changes seen on the primary and not yet durable on the standby, by pair.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly replicationBytesSent = new Gauge({
+    name: "offsite_replication_bytes_sent",
+    help: "Bytes the primary's agent sent to the standby in its current session, by pair.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly replicationFirewallStopped = new Gauge({
+    name: "offsite_replication_firewall_stopped_files",
+    help: "Files the content firewall stopped from crossing, as the pair's agents count them, by pair.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+  readonly replicationInSync = new Gauge({
+    name: "offsite_replication_in_sync",
+    help: "1 when the standby has every change of the primary, else 0.",
+    labelNames: ["namespace", "name"] as const,
+    registers: [this.registry],
+  });
+
+  /** Drops the per-object series of a deleted ReplicationPair. */
+  forgetReplicationPair(namespace: string, name: string): void {
+    for (const metric of [
+      this.replicationLag,
+      this.replicationPending,
+      this.replicationBytesSent,
+      this.replicationFirewallStopped,
+      this.replicationInSync,
+    ])
+      metric.remove({ namespace, name });
+  }
+
   /** Creates a BackupJob's series at 0 (so absent() alerts and rate() work from its first run). */
   startBackupSeries(namespace: string, name: string, mode: string): void {
     for (const result of ["succeeded", "failed"])

@@ -3,7 +3,7 @@
  *
  *   Ready             the pair replicates: both workloads and their agents are there, each
  *                     agent plays its role, and the primary streams to the standby. False
- *                     names the first thing missing (WorkloadNotFound, AgentMissing,
+ *                     names the first thing missing (WorkloadNotFound, NoPods, AgentMissing,
  *                     AgentStarting, AgentUnreachable, ServiceNotFound, StandbyUnreachable,
  *                     Refused, CatchingUp, Paused).
  *   StandbyReachable  the primary's agent has a session with the standby's.
@@ -41,7 +41,7 @@ function sideProblem(name: string, finding: SideFinding, containerName: string):
   if (pods.total === 0)
     return {
       status: "False",
-      reason: "WorkloadNotFound",
+      reason: "NoPods",
       message: `the ${name} workload has no running pod; start it (replicas: 1)`,
     };
   if (pods.agents.length === 0 && pods.missing.length > 0)
@@ -118,7 +118,8 @@ function phaseOf(ready: Verdict): NonNullable<ReplicationPairStatus["phase"]> {
   if (ready.reason === "Paused") return "Paused";
   if (ready.status === "True") return "InSync";
   if (ready.reason === "CatchingUp") return "Syncing";
-  if (["WorkloadNotFound", "AgentMissing", "AgentStarting", "InvalidSpec"].includes(ready.reason)) return "Pending";
+  if (["WorkloadNotFound", "NoPods", "AgentMissing", "AgentStarting", "InvalidSpec"].includes(ready.reason))
+    return "Pending";
   return "Degraded";
 }
 

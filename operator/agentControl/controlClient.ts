@@ -149,12 +149,19 @@ export async function putReplication(
   options: ControlClientOptions,
 ): Promise<{ restarted: boolean; report: ReplicationReport }> {
   const response = await call(address, "PUT", "/replication", JSON.stringify(request), options);
-  const body = (await readJson(response, address, options.signal)) as { restarted?: unknown; report?: unknown };
+  const body = (await readJson(response, address, options.signal)) as {
+    restarted?: unknown;
+    report?: unknown;
+  };
   const parsed = replicationReport.safeParse(body?.report);
   if (!parsed.success || typeof body.restarted !== "boolean")
-    throw new ControlError("protocol", `${where(address)}: the replication answer does not fit the contract`, {
-      body,
-    });
+    throw new ControlError(
+      "protocol",
+      `${where(address)}: the replication answer does not fit the contract`,
+      {
+        body,
+      },
+    );
   return { restarted: body.restarted, report: parsed.data };
 }
 
@@ -167,9 +174,13 @@ export async function fetchReplicationReport(
   const body = await readJson(response, address, options.signal);
   const parsed = replicationReport.safeParse(body);
   if (!parsed.success)
-    throw new ControlError("protocol", `${where(address)}: the replication report does not fit the contract`, {
-      body,
-    });
+    throw new ControlError(
+      "protocol",
+      `${where(address)}: the replication report does not fit the contract`,
+      {
+        body,
+      },
+    );
   return parsed.data;
 }
 

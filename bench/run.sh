@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# `npm run bench`: installs what the baselines need (rsync, from Debian's packages) and
-# runs bench/runBenchmarks.ts with Node 24. Not part of `npm test`: tests check
+# `npm run bench`: installs what the baselines need (rsync, and lsyncd for B5, from Debian's
+# packages) and runs bench/runBenchmarks.ts with Node 24. Not part of `npm test`: tests check
 # behaviour, benchmarks measure it.
 set -euo pipefail
 # The benchmarks need no Kubernetes binaries.
 export OFFSITE_SKIP_BINARIES=1
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/ensure-deps.sh"
-if ! command -v rsync >/dev/null; then
-  echo "[bench] installing rsync (Debian package) for the baselines" >&2
-  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
-  $SUDO apt-get install -y rsync >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y rsync >/dev/null; }
-fi
+for package in rsync lsyncd; do
+  if ! command -v "$package" >/dev/null; then
+    echo "[bench] installing $package (Debian package) for the baselines" >&2
+    SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+    $SUDO apt-get install -y "$package" >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "$package" >/dev/null; }
+  fi
+done
 # The disk of these VMs varies threefold from one minute to the next, which drowns the
 # ratios. By default every workload and every receiver lives on a private tmpfs (a mount
 # namespace of the run's own, gone when it ends): the comparison then measures the

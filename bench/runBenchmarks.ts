@@ -1,9 +1,9 @@
 /**
- * `npm run bench`: B1–B4 and B8 of ../shared/notes/performance.md, each side by side with
+ * `npm run bench`: B1–B5 and B8 of ../shared/notes/performance.md, each side by side with
  * its baselines in the same run, on loopback through the same latency relay. Writes
  * bench/RESULTS.md (a table with the machine and the date) and bench/results.json.
  * One file so that every benchmark and its baselines share one run, one relay and one
- * table (past ~400 lines for that reason).
+ * table (past ~400 lines for that reason); B5 (replication lag) is in replicationLag.ts.
  *
  *   npm run bench                     everything at the sizes of the performance notes
  *   npm run bench -- --only B1,B3     some of them
@@ -15,6 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startLatencyProxy, type LatencyProxy } from "./latencyProxy.ts";
+import { replicationLag } from "./replicationLag.ts";
 import {
   churnSmallFileTree,
   editLargeFile,
@@ -41,7 +42,7 @@ const { values } = parseArgs({
   },
 });
 const scale = Number(values.scale ?? 1);
-const only = new Set((values.only ?? "B1,B2,B3,B4,B8").split(","));
+const only = new Set((values.only ?? "B1,B2,B3,B4,B5,B8").split(","));
 const work = values.dir ? resolve(values.dir) : mkdtempSync(join(tmpdir(), "offsite-bench-"));
 mkdirSync(work, { recursive: true });
 
@@ -444,6 +445,17 @@ try {
   if (only.has("B1") || only.has("B2")) await b1AndB2();
   if (only.has("B3")) await b3();
   if (only.has("B4")) await b4();
+  if (only.has("B5")) {
+    const b5 = await replicationLag({
+      work,
+      scale,
+      machine: machine(),
+      storage: values.storage ?? "the local disk",
+      log,
+    });
+    rows.push(...b5.rows);
+    verdicts.push(...b5.verdicts);
+  }
   if (only.has("B8")) await b8();
   const date = new Date().toISOString().slice(0, 16).replace("T", " ");
   const table = [

@@ -116,3 +116,27 @@ describe("a ReplicationPair's status", () => {
     assert.equal(pairStatus(undefined, paused).phase, "Paused");
   });
 });
+
+describe("a ReplicationPair's status writes", () => {
+  it("keep lag, pending changes and heartbeats for a few seconds unless the phase or a condition changes", () => {
+    const first = pairStatus(
+      undefined,
+      findings({ primary: { pods: pods(1), report: report({ lastLagMs: 40 }) } }),
+    );
+    const later = (ms: number, lastLagMs: number) =>
+      pairStatus(first, {
+        ...findings({ primary: { pods: pods(1), report: report({ lastLagMs }) } }),
+        now: new Date(now.getTime() + ms),
+      });
+    assert.deepEqual(later(1000, 90), first, "within the interval nothing is written");
+    assert.equal(later(6000, 90).lagSeconds, "0.090", "after it, the new lag is");
+    const away = pairStatus(first, {
+      ...findings({
+        primary: { pods: pods(1), report: report({ state: "disconnected", pendingChanges: 3 }) },
+      }),
+      now: new Date(now.getTime() + 1000),
+    });
+    assert.equal(away.phase, "Degraded", "a change of phase is written at once");
+    assert.equal(away.pendingChanges, 3);
+  });
+});

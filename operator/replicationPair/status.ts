@@ -34,6 +34,8 @@ interface Verdict {
 }
 
 const RECENT = 20;
+/** The least time between two writes of the per-poll fields (lag, pending, heartbeats). */
+export const VOLATILE_MS = 5_000;
 
 function sideProblem(name: string, finding: SideFinding, containerName: string): Verdict | undefined {
   if ("problem" in finding) return { status: "False", ...finding.problem };
@@ -82,7 +84,7 @@ function readiness(f: PairFindings): Verdict {
         ? {
             status: "False",
             reason: "CatchingUp",
-            message: `${report.pendingChanges} changes are on their way to the standby`,
+            message: "changes are on their way to the standby (status.pendingChanges)",
           }
         : { status: "True", reason: "InSync", message: "the standby has every change of the primary" };
     case "failed":
@@ -146,24 +148,24 @@ export function pairStatus(
       : {
           status: "False",
           reason: "CatchingUp",
-          message: report
-            ? `${report.pendingChanges} changes pending (${report.state})`
-            : "not replicating yet",
+          message: report ? `changes are pending (the primary is ${report.state})` : "not replicating yet",
         };
   conditions = setCondition(conditions, { type: "InSync", ...inSync }, f.generation, f.now);
+  // Lag, pending changes and heartbeats move with every poll; each status write is an event
+  // that queues the pair again, so they are written at most every VOLATILE_MS (the issue's
+  // bounded write rate) unless the phase or a condition changed.
+  const lastWritten = previous?.lastHeartbeat?.primary ?? previous?.lastHeartbeat?.standby;
+  const fresh = lastWritten !== undefined && f.now.getTime() - new Date(lastWritten).getTime() < VOLATILE_MS;
   const blocked = [...(report?.recentBlocked ?? []), ...(standby?.recentBlocked ?? [])]
     .sort((a, b) => a.at.localeCompare(b.at))
     .slice(-RECENT)
     .map((file) => ({ path: file.path, reason: file.reason, time: file.at }));
-  return {
-    phase: phaseOf(ready),
-    activeSide: "primary",
-    activeWorkload: f.spec.primary.name,
+  const volatile: Pick<ReplicationPairStatus, "lastHeartbeat" | "lagSeconds" | "pendingChanges"> = {
     ...(report || standby
       ? {
           lastHeartbeat: {
-            ...(report ? { primary: report.at } : {}),
-            ...(standby ? { standby: standby.at } : {}),
+            ...(report ? { primary: f.now.toISOString() } : {}),
+            ...(standby ? { standby: f.now.toISOString() } : {}),
           },
         }
       : {}),
@@ -171,6 +173,22 @@ export function pairStatus(
       ? { lagSeconds: (report.lastLagMs / 1000).toFixed(3) }
       : {}),
     ...(report ? { pendingChanges: report.pendingChanges } : {}),
+  };
+  const phase = phaseOf(ready);
+  const unchanged =
+    fresh && previous?.phase === phase && JSON.stringify(previous?.conditions) === JSON.stringify(conditions);
+  if (unchanged) {
+    volatile.lastHeartbeat = previous?.lastHeartbeat;
+    volatile.lagSeconds = previous?.lagSeconds;
+    volatile.pendingChanges = previous?.pendingChanges;
+    for (const key of ["lastHeartbeat", "lagSeconds", "pendingChanges"] as const)
+      if (volatile[key] === undefined) delete volatile[key];
+  }
+  return {
+    phase,
+    activeSide: "primary",
+    activeWorkload: f.spec.primary.name,
+    ...volatile,
     ...(report?.lastSyncTime
       ? { lastSyncTime: report.lastSyncTime }
       : previous?.lastSyncTime

@@ -44,4 +44,16 @@ describe("the primary's view of the standby's tree", () => {
     assert.equal(tree.pathOfInode(8), undefined);
     assert.equal(tree.size, 0);
   });
+
+  it("drops a directory's contents when a file takes its place", () => {
+    const tree = new RemoteTree([]);
+    tree.set({ type: "dir", path: "x", mtime: 1, mode: 0o755, ino: 1 });
+    tree.set(file("x/a", 2));
+    tree.set(file("x", 3));
+    assert.deepEqual(
+      [...tree.values()].map((e) => e.path),
+      ["x"],
+    );
+    assert.equal(tree.pathOfInode(2), undefined);
+  });
 });

@@ -38,6 +38,8 @@ export class RemoteTree {
   }
 
   set(entry: RemoteEntry): void {
+    // A directory replaced by a file or a link takes its contents with it (the standby's does).
+    if (entry.type !== "dir" && this.entries.get(entry.path)?.type === "dir") this.deleteUnder(entry.path);
     const previous = this.entries.get(entry.path);
     if (previous?.ino !== undefined && this.byInode.get(previous.ino) === entry.path) {
       this.byInode.delete(previous.ino);

@@ -104,6 +104,15 @@ const MAX_DEFER_MS = 2000;
 const DEFAULT_RESCAN_MS = 10 * 60_000;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
+const LOST_RESCAN_MS = 60_000;
+/**
+ * A quiet tree still sends a Flush this often, so the standby's idle timeout (minutes)
+ * never ends a healthy session and a vanished standby is noticed.
+ */
+const KEEPALIVE_MS = 30_000;
+
+/** What a path is now, as the replicator looked (see look()). */
+type Looked = LocalEntry | "gone" | "kept";
 
 type LocalEntry =
   | { type: "file"; path: string; size: number; mtime: number; mode: number; ino: number }
@@ -132,6 +141,8 @@ class Replicator {
    */
   private readonly blocked = new Map<string, string>();
   private rescanRequested = false;
+  /** When a lost watch last asked for a rescan. */
+  private lostRescanAt = 0;
   /** When the last batch was taken (batches are at least a batch window apart). */
   private lastBatchAt = 0;
   private wake: (() => void) | undefined;
@@ -145,6 +156,9 @@ class Replicator {
     this.watcher = new TreeWatcher(options.source, {
       onChange: (path) => this.markDirty(path),
       onLost: (path, reason) => {
+        // A watch limit fails again at every rescan: one rescan a minute at most for it.
+        if (Date.now() - this.lostRescanAt < LOST_RESCAN_MS) return;
+        this.lostRescanAt = Date.now();
         this.emit({ event: "rescan", path, reason });
         this.rescanRequested = true;
         this.poke();
@@ -234,8 +248,14 @@ class Replicator {
       overflowed,
     });
     let rescanAt = Date.now() + (this.options.rescanIntervalMs ?? DEFAULT_RESCAN_MS);
+    let flushedSeq = upTo;
+    let flushedAt = Date.now();
     while (!this.options.signal?.aborted) {
       if (failure) throw failure;
+      if (Date.now() - flushedAt >= KEEPALIVE_MS) {
+        await connection.send(encodeJson(FrameType.Flush, { seq: flushedSeq }));
+        flushedAt = Date.now();
+      }
       if (this.rescanRequested || Date.now() >= rescanAt) {
         this.rescanRequested = false;
         rescanAt = Date.now() + (this.options.rescanIntervalMs ?? DEFAULT_RESCAN_MS);
@@ -244,6 +264,7 @@ class Replicator {
         await this.catchUp(connection, remote, new Set(), counters);
         await connection.send(encodeJson(FrameType.Flush, { seq }));
         this.inFlight.set(seq, { first: Date.now(), changes: 0 });
+        [flushedSeq, flushedAt] = [seq, Date.now()];
         continue;
       }
       const batch = this.takeBatch();
@@ -252,6 +273,7 @@ class Replicator {
         await this.sendChanges(connection, remote, batch.paths, counters);
         await connection.send(encodeJson(FrameType.Flush, { seq }));
         this.inFlight.set(seq, { first: batch.first, changes: batch.paths.size });
+        [flushedSeq, flushedAt] = [seq, Date.now()];
         continue;
       }
       await this.idle(this.nextBatchIn(), () => failure !== undefined);
@@ -426,7 +448,8 @@ class Replicator {
     const filteredPaths = new Set(scan.filtered.map((f) => f.path));
     const unknown = new Set(scan.problems.map((p) => p.path));
     const gone = [...remote.values()].filter(
-      (entry) => !local.has(entry.path) && !filteredPaths.has(entry.path) && !underAny(entry.path, unknown),
+      (entry) =>
+        !local.has(entry.path) && !underAny(entry.path, filteredPaths) && !underAny(entry.path, unknown),
     );
     // Same content at another path: the standby renames instead of receiving it again.
     const goneByHash = new Map<string, RemoteEntry>();
@@ -454,17 +477,19 @@ class Replicator {
     paths: Set<string>,
     counters: Counters,
   ): Promise<void> {
-    const looked = new Map<string, LocalEntry | undefined>();
+    const looked = new Map<string, Looked>();
     for (const path of paths) looked.set(path, this.look(path));
     // Renames first, in an order that frees each destination before it is taken.
     const renames: { from: string; to: string }[] = [];
     for (const [path, entry] of looked) {
-      if (!entry || entry.type === "symlink") continue;
+      if (typeof entry === "string" || entry.type === "symlink") continue;
       const known = remote.get(path);
       if (known?.ino === entry.ino) continue;
       const from = remote.pathOfInode(entry.ino);
       if (from === undefined || from === path || remote.get(from)?.type !== entry.type) continue;
-      if (this.look(from)?.ino === entry.ino) continue; // a hard link, not a rename
+      // Still there (a hard link), or there and unknown (unreadable, filtered): not a rename.
+      const source = this.look(from);
+      if (source !== "gone") continue;
       renames.push({ from, to: path });
     }
     for (let progress = true; progress && renames.length > 0;) {
@@ -491,10 +516,12 @@ class Replicator {
     const ordered = [...looked].sort((a, b) => comparePaths(a[0], b[0]));
     const deletions: string[] = [];
     for (const [path, entry] of ordered) {
-      if (!entry) {
-        if (remote.has(path) && !this.blocked.has(path)) deletions.push(path);
+      if (entry === "gone") {
+        if (remote.has(path)) deletions.push(path);
         continue;
       }
+      // Excluded, stopped by the firewall, unreadable: the standby keeps what it has.
+      if (entry === "kept") continue;
       await this.sendPath(connection, remote, entry, counters, { byContent: false });
     }
     for (const path of deletions.sort((a, b) => b.length - a.length)) {
@@ -536,10 +563,14 @@ class Replicator {
     return paths;
   }
 
-  /** What `path` is now, or undefined when it is gone, excluded, or kept back by the filters. */
-  private look(path: string): LocalEntry | undefined {
-    if (path === STATE_DIR || path.startsWith(`${STATE_DIR}/`)) return undefined;
-    if (excludedPath(path, this.options.filters)) return undefined;
+  /**
+   * What `path` is now: an entry; "gone" (it is not there: the standby's copy goes too); or
+   * "kept" (excluded, kept back by the filters or the firewall, not a file we replicate, or
+   * unreadable): the standby keeps whatever it has there, as the catch-up does.
+   */
+  private look(path: string): Looked {
+    if (path === STATE_DIR || path.startsWith(`${STATE_DIR}/`)) return "kept";
+    if (excludedPath(path, this.options.filters)) return "kept";
     const absolute = join(this.options.source, path);
     try {
       const stat = lstatSync(fsPath(absolute));
@@ -549,22 +580,22 @@ class Replicator {
         const target = nameFromBytes(readlinkSync(fsPath(absolute), { encoding: "buffer" }));
         return { type: "symlink", path, mtime, target, ino: stat.ino };
       }
-      if (!stat.isFile()) return undefined;
+      if (!stat.isFile()) return "kept";
       const reason = fileFilterReason(path, stat.size, absolute, this.options.filters);
       if (reason) {
         this.reportBlocked(path, reason);
-        return undefined;
+        return "kept";
       }
       this.blocked.delete(path);
       return { type: "file", path, size: stat.size, mtime, mode: stat.mode & 0o7777, ino: stat.ino };
     } catch (error) {
       if (isVanished(error)) {
         this.blocked.delete(path); // gone: the standby's older copy, if any, goes too
-        return undefined;
+        return "gone";
       }
       if (isEntryProblem(error)) {
         this.emit({ event: "problem", path, reason: problemReason(error) });
-        return undefined;
+        return "kept";
       }
       throw error;
     }
@@ -609,7 +640,7 @@ class Replicator {
         this.watchTree(entry.path);
         for (const child of this.subtreeOf(entry.path)) {
           const childEntry = this.look(child);
-          if (childEntry && !remote.has(child))
+          if (typeof childEntry !== "string" && !remote.has(child))
             await this.sendPath(connection, remote, childEntry, counters, how);
         }
       }
@@ -630,7 +661,10 @@ class Replicator {
       return;
     }
     const sameQuick = known?.type === "file" && known.size === entry.size && known.mtime === entry.mtime;
-    if (sameQuick && !how.byContent) {
+    // Another inode at this path than the one the standby's copy came from (a swap of two
+    // files, an inode reused): size and mtime prove nothing, the content decides.
+    const otherInode = known?.ino !== undefined && known.ino !== entry.ino;
+    if (sameQuick && !how.byContent && !otherInode) {
       if (known.mode !== entry.mode) await this.sendMetadata(connection, remote, known, entry, counters);
       else if (known.ino !== entry.ino) remote.set({ ...known, ino: entry.ino });
       return;

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { appendFileSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MAX_PENDING, ReplicationJournal } from "./replicationJournal.ts";
@@ -49,5 +49,15 @@ describe("the primary's replication journal", () => {
     assert.equal(again.overflowed, false);
     assert.ok(statSync(join(dir, "journal.jsonl")).size < 5 * 1024 * 1024);
     assert.match(readFileSync(join(dir, "journal.jsonl"), "utf8"), /"acked"/);
+  });
+
+  it("goes on counting after a compaction left only the acknowledgement", () => {
+    const dir = fresh();
+    writeFileSync(join(dir, "journal.jsonl"), '{"acked":500}\n');
+    const journal = new ReplicationJournal(dir);
+    const seq = journal.record(["x"], 1);
+    assert.ok(seq > 500, `seq ${seq}`);
+    journal.acknowledge(seq);
+    assert.equal(journal.pending, 0, "the acknowledgement of the new batch counts");
   });
 });

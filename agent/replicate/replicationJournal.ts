@@ -67,6 +67,8 @@ export class ReplicationJournal {
         this.batches.push({ seq: record.seq, t: record.t ?? 0, paths: record.paths });
         this.pendingPaths += record.paths.length;
       } else if (typeof record.acked === "number") {
+        // After a compaction the ack may be the only line left: seq goes on from it.
+        this.seq = Math.max(this.seq, record.acked);
         this.drop(record.acked);
       } else if (typeof record.overflow === "number") {
         this.overflowSince ??= record.overflow;

@@ -44,6 +44,12 @@ import { executableKind, FIREWALL_HEAD_BYTES } from "../source/filters.ts";
 /** The standby's own directory at the root of its tree: temporary files, state. Never replicated. */
 export const STATE_DIR = ".offsite";
 
+/**
+ * The mode bits a standby sets: no setuid or setgid. Owners do not travel (the standby's
+ * agent owns what it writes), so a set-id bit would make a file run as the agent's user.
+ */
+const STANDBY_MODE_BITS = 0o1777;
+
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_DIRECTORY } = constants;
 
 /** What the standby knows of a file it wrote: the hash cache's entry (liveEntries.ts). */
@@ -82,9 +88,14 @@ export class LiveTree {
     this.root = root;
     this.options = options;
     this.tmp = join(root, STATE_DIR, "tmp");
+    // The application on the standby can write its tree: .offsite must be a real directory
+    // of ours (never a link it planted), or nothing is written through it.
+    requireRealDirectory(join(root, STATE_DIR));
     // Left-overs of a killed standby are never visible in the tree: remove them.
     rmSync(this.tmp, { recursive: true, force: true });
-    mkdirSync(this.tmp, { recursive: true, mode: 0o700 });
+    mkdirSync(this.tmp, { mode: 0o700 });
+    const partial = join(root, STATE_DIR, "partial");
+    if (lstatOrUndefined(partial)) requireRealDirectory(partial);
     this.assembly = new LargeFileAssembly(join(root, STATE_DIR, "partial"), (base) => {
       const file = this.existingFile(base);
       return { file, size: lstatSync(fsPath(file)).size };
@@ -187,8 +198,8 @@ export class LiveTree {
   /** Removes `path` (a directory with its contents); a path that is not there is fine. */
   delete(path: string): void {
     this.requireNoLarge("Delete");
-    const target = this.target(path);
-    if (lstatOrUndefined(target)) this.removeAt(path, target);
+    const target = this.target(path, false);
+    if (target !== undefined && lstatOrUndefined(target)) this.removeAt(path, target);
   }
 
   /**
@@ -205,7 +216,7 @@ export class LiveTree {
       const fd = openSync(fsPath(source), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
       try {
         if (!fstatSync(fd).isFile()) throw notAFile(from);
-        fchmodSync(fd, mode & 0o7777);
+        fchmodSync(fd, mode & STANDBY_MODE_BITS);
         futimesSync(fd, mtime / 1000, mtime / 1000);
       } finally {
         closeSync(fd);
@@ -249,13 +260,13 @@ export class LiveTree {
   /** The standby's `from` (a file, a link, or a directory with its contents) is now at `to`. */
   rename(from: string, to: string): void {
     this.requireNoLarge("Rename");
-    const source = this.target(from);
+    const source = this.target(from, false);
     const target = this.target(to);
     if (from === to || `${to}/`.startsWith(`${from}/`)) {
       throw new ProtocolError("bad-path", `cannot rename ${from} to ${to}, which is itself or inside it`);
     }
-    const stat = lstatOrUndefined(source);
-    if (!stat) {
+    const stat = source === undefined ? undefined : lstatOrUndefined(source);
+    if (!stat || source === undefined) {
       throw new ProtocolError("bad-reference", `Rename from ${from}: the standby has nothing there`);
     }
     const existing = lstatOrUndefined(target);
@@ -278,11 +289,12 @@ export class LiveTree {
     this.requireNoLarge("Flush");
     const metadata = [...this.directoryMetadata].sort((a, b) => b[0].length - a[0].length);
     for (const [path, { mtime, mode }] of metadata) {
-      const target = this.target(path);
+      const target = this.target(path, false);
+      if (target === undefined) continue; // removed since, with a parent
       const fd = openOrUndefined(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       if (fd === undefined) continue; // deleted since (a later change in this batch)
       try {
-        fchmodSync(fd, mode & 0o7777);
+        fchmodSync(fd, mode & STANDBY_MODE_BITS);
         futimesSync(fd, mtime / 1000, mtime / 1000);
       } finally {
         closeSync(fd);
@@ -325,7 +337,7 @@ export class LiveTree {
 
   /** Sets a finished file's mode and mtime on its descriptor and makes its bytes durable. */
   private finishFile(fd: number, mode: number, mtime: number): void {
-    fchmodSync(fd, mode & 0o7777);
+    fchmodSync(fd, mode & STANDBY_MODE_BITS);
     futimesSync(fd, mtime / 1000, mtime / 1000);
     fsyncSync(fd);
   }
@@ -351,7 +363,9 @@ export class LiveTree {
   }
 
   /** A safe path of the tree, outside the standby's own directory; returns where it is. */
-  private target(path: string): string {
+  private target(path: string): string;
+  private target(path: string, create: false): string | undefined;
+  private target(path: string, create = true): string | undefined {
     checkRelativePath(path);
     if (path === STATE_DIR || path.startsWith(`${STATE_DIR}/`)) {
       throw new ProtocolError(
@@ -359,14 +373,16 @@ export class LiveTree {
         `refused path ${JSON.stringify(path)}: ${STATE_DIR} is the standby's own`,
       );
     }
-    this.checkParents(path);
+    // With `create` false (a Delete, a Rename's source, metadata), a missing parent is not
+    // made: nothing can be there then.
+    if (!this.checkParents(path, create)) return undefined;
     return join(this.root, path);
   }
 
   /** The standby's regular file at `path`, for a Copy or a Link to read. */
   private existingFile(path: string): string {
-    const file = this.target(path);
-    if (!lstatOrUndefined(file)?.isFile()) throw notAFile(path);
+    const file = this.target(path, false);
+    if (file === undefined || !lstatOrUndefined(file)?.isFile()) throw notAFile(path);
     return file;
   }
 
@@ -374,11 +390,12 @@ export class LiveTree {
    * Every parent of `path` is a real directory (never a symlink); missing ones are made,
    * as a primary's Directory frames would have made them.
    */
-  private checkParents(path: string): void {
+  private checkParents(path: string, create = true): boolean {
     for (const parent of parentsOf(path)) {
       const absolute = join(this.root, parent);
       const stat = lstatOrUndefined(absolute);
       if (!stat) {
+        if (!create) return false;
         mkdirSync(fsPath(absolute), { mode: 0o755 });
         this.touchParentOf(parent);
       } else if (!stat.isDirectory()) {
@@ -388,6 +405,7 @@ export class LiveTree {
         );
       }
     }
+    return true;
   }
 
   private touch(path: string): void {
@@ -402,6 +420,16 @@ export class LiveTree {
   private requireNoLarge(frame: string): void {
     if (this.large)
       throw new ProtocolError("unexpected-frame", `${frame} inside Begin..End of ${this.large.path}`);
+  }
+}
+
+function requireRealDirectory(path: string): void {
+  const stat = lstatOrUndefined(path);
+  if (!stat?.isDirectory()) {
+    throw new Error(
+      `${path} is ${stat ? (stat.isSymbolicLink() ? "a symbolic link" : "not a directory") : "missing"}: ` +
+        "the standby's own directory must be a real one (something on the standby replaced it); remove it and restart the standby",
+    );
   }
 }
 

@@ -25,6 +25,7 @@ const RECENT = 20;
 
 interface Running {
   request: ReplicationRequest;
+  /** The request it plays; emptied when it failed for a reason the same request may not meet again. */
   fingerprint: string;
   stop: () => Promise<void>;
 }
@@ -34,6 +35,8 @@ export class ReplicationRole {
   private readonly onEvent: (event: Record<string, unknown>) => void;
   private running: Running | undefined;
   private report: ReplicationReport = emptyReport();
+  /** apply and stop run one at a time: two at once would start two roles, one of them lost. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(host: string, onEvent: (event: Record<string, unknown>) => void) {
     this.host = host;
@@ -46,12 +49,26 @@ export class ReplicationRole {
   }
 
   /** Plays the role `request` names; returns whether it (re)started. */
-  async apply(request: ReplicationRequest): Promise<boolean> {
+  apply(request: ReplicationRequest): Promise<boolean> {
+    return this.serialized(() => this.applyNow(request));
+  }
+
+  stop(): Promise<void> {
+    return this.serialized(() => this.stopNow());
+  }
+
+  private serialized<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(task, task);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyNow(request: ReplicationRequest): Promise<boolean> {
     const fingerprint = createHash("sha256").update(JSON.stringify(request)).digest("hex");
     // A role that failed for good (another pair, an older epoch) is tried again only when
     // the request changes: the operator's next reconcile must not hammer a refusing peer.
     if (this.running?.fingerprint === fingerprint) return false;
-    await this.stop();
+    await this.stopNow();
     this.report = {
       ...emptyReport(),
       role: request.role,
@@ -67,7 +84,7 @@ export class ReplicationRole {
     return true;
   }
 
-  async stop(): Promise<void> {
+  private async stopNow(): Promise<void> {
     const running = this.running;
     this.running = undefined;
     this.report = emptyReport();
@@ -103,8 +120,16 @@ export class ReplicationRole {
       if (abort.signal.aborted) return;
       this.report = { ...this.report, state: "failed", message: (error as Error).message };
       this.onEvent({ event: "replication-failed", message: (error as Error).message });
+      // A refusal (another pair, an older epoch, a certificate) waits for another request;
+      // anything else (a journal that cannot be written) is tried again by the same one.
+      const code = (error as { code?: string }).code;
+      if (
+        !["forbidden", "stale-epoch", "certificate-refused"].includes(code ?? "") &&
+        running.fingerprint === fingerprint
+      )
+        running.fingerprint = "";
     });
-    return {
+    const running: Running = {
       request,
       fingerprint,
       stop: async () => {
@@ -112,6 +137,7 @@ export class ReplicationRole {
         await done;
       },
     };
+    return running;
   }
 
   private async startStandby(request: ReplicationRequest, fingerprint: string): Promise<Running> {
@@ -142,7 +168,9 @@ export class ReplicationRole {
       });
     } catch (error) {
       this.report = { ...this.report, state: "failed", message: (error as Error).message };
-      return { request, fingerprint, stop: () => Promise.resolve() };
+      // Not kept under the request's fingerprint: the next identical request tries again
+      // (a port still taken by a process going away, a directory not yet mounted).
+      return { request, fingerprint: "", stop: () => Promise.resolve() };
     }
     return { request, fingerprint, stop: () => standby.close() };
   }

@@ -1,9 +1,10 @@
 /**
  * `offsite standby`: the standby side of a replication pair. One TLS server, one primary
- * session at a time (a second is refused as `busy`). A session (PROTOCOL.md,
+ * session at a time. A session (PROTOCOL.md,
  * "Replication"): Hello with role `replicate` and the pair's epoch; Welcome; the live
  * tree's Entries, so the primary sends only what differs; then changes for as long as the
- * pair lives, each batch closed by Flush, answered by Applied once it is durable.
+ * pair lives, each batch closed by Flush, answered by Applied once it is durable. A new
+ * session of the pair (at its epoch or a newer one) replaces the running one.
  *
  * The standby belongs to one pair: the first primary's site and source (its certificate's
  * O and CN), or `pair` when given, are recorded in `.offsite/standby.json` with the highest
@@ -73,7 +74,21 @@ export async function startStandby(options: StandbyOptions): Promise<RunningStan
   mkdirSync(join(options.root, STATE_DIR), { recursive: true, mode: 0o700 });
   const sockets = new Set<TLSSocket>();
   const emit = options.onEvent ?? (() => undefined);
-  let busy = false;
+  /**
+   * The session that applies changes now. A new primary session that passes Hello's checks
+   * takes over from it (ending it first, so two never write at once): the old one is most
+   * often half-open, its primary gone without a close, and must not keep the pair out.
+   */
+  let active: { socket: TLSSocket; done: Promise<void> } | undefined;
+  const takeOver = async (socket: TLSSocket, done: Promise<void>): Promise<void> => {
+    while (active && active.socket !== socket) {
+      const previous = active;
+      emit({ event: "session-replaced", peer: previous.socket.remoteAddress });
+      previous.socket.destroy();
+      await previous.done;
+    }
+    active = { socket, done };
+  };
   const server: Server = createServer(serverTlsOptions(options.credentials), (socket) => {
     sockets.add(socket);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
@@ -87,25 +102,17 @@ export async function startStandby(options: StandbyOptions): Promise<RunningStan
             `the primary sent nothing for ${msToDuration(ms)}; the session ends, and the primary reconnects`,
           ),
       });
-      let tookSession = false;
+      let finished!: () => void;
+      const done = new Promise<void>((resolve) => (finished = resolve));
       try {
-        if (busy) {
-          throw new ProtocolError(
-            "busy",
-            "another primary session is running on this standby; retry when it ends",
-          );
-        }
-        busy = true;
-        tookSession = true;
-        await serveSession(connection, socket, options, emit);
+        await serveSession(connection, socket, options, emit, () => takeOver(socket, done));
       } catch (error) {
         const { code, message } = describeFailure(error);
         emit({ event: "failed", code, message, peer: socket.remoteAddress });
-        if (tookSession) busy = false;
-        tookSession = false;
         await connection.abort(code, message);
       } finally {
-        if (tookSession) busy = false;
+        if (active?.socket === socket) active = undefined;
+        finished();
       }
     })();
   });
@@ -119,7 +126,7 @@ export async function startStandby(options: StandbyOptions): Promise<RunningStan
   return {
     port: (server.address() as AddressInfo).port,
     accepting: () => server.listening,
-    connected: () => busy,
+    connected: () => active !== undefined,
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
@@ -133,6 +140,7 @@ async function serveSession(
   socket: TLSSocket,
   options: StandbyOptions,
   emit: (event: Record<string, unknown>) => void,
+  takeOver: () => Promise<void>,
 ): Promise<void> {
   const timer = setTimeout(() => socket.destroy(), HELLO_TIMEOUT_MS).unref();
   const hello = await connection.expect(FrameType.Hello).finally(() => clearTimeout(timer));
@@ -176,6 +184,14 @@ async function serveSession(
       "stale-epoch",
       `the primary speaks for epoch ${epoch}, but this standby has seen epoch ${state.epoch}: a newer primary ` +
         "took over, so this one may not write here; it must resync as the standby",
+    );
+  }
+  await takeOver();
+  // Read again: the session it replaced may have raised the epoch meanwhile.
+  if (epoch < readState(stateFile).epoch) {
+    throw new ProtocolError(
+      "stale-epoch",
+      `epoch ${epoch} is older than this standby's; resync as the standby`,
     );
   }
   writeState(stateFile, { site: hello.site, source: hello.source, epoch });

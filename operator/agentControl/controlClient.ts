@@ -165,6 +165,25 @@ export async function putReplication(
   return { restarted: body.restarted, report: parsed.data };
 }
 
+/** DELETE /v1/replication: the agent stops its replication role; resolves with its report. */
+export async function deleteReplication(
+  address: AgentAddress,
+  options: ControlClientOptions,
+): Promise<ReplicationReport> {
+  const response = await call(address, "DELETE", "/replication", undefined, options);
+  const body = await readJson(response, address, options.signal);
+  const parsed = replicationReport.safeParse(body);
+  if (!parsed.success)
+    throw new ControlError(
+      "protocol",
+      `${where(address)}: the replication report does not fit the contract`,
+      {
+        body,
+      },
+    );
+  return parsed.data;
+}
+
 /** GET /v1/replication: what the agent's replication role is doing, validated. */
 export async function fetchReplicationReport(
   address: AgentAddress,

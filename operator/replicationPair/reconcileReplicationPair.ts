@@ -22,6 +22,7 @@ import { GROUP, VERSION, type ReplicationPair } from "../../crds/definitions.ts"
 import { replicationPairSpec, type ReplicationPairStatus } from "../../crds/schema/replicationPair.ts";
 import { ensureAgentControlSecret } from "../agentControl/agentControlSecret.ts";
 import {
+  deleteReplication,
   fetchReplicationReport,
   putReplication,
   type ControlClientOptions,
@@ -178,7 +179,7 @@ async function workloadSelector(
   return { selector };
 }
 
-/** Finds the side's agent, tells it its role (none when `request` is absent: paused), reads its report. */
+/** Finds the side's agent, tells it its role (none when `request` is absent: paused, so it stops), reads its report. */
 async function side(
   ctx: ControllerContext,
   namespace: string,
@@ -204,7 +205,12 @@ async function side(
         log.info({ pod: agent.name, role: request.role }, "told the agent its replication role");
       report = answer.report;
       if (!answer.restarted) report = await fetchReplicationReport(address, control);
-    } else report = await fetchReplicationReport(address, control);
+    } else {
+      // Paused: the primary's agent stops its role (changes wait on the primary's tree; the
+      // catch-up at the next session finds them).
+      await deleteReplication(address, control);
+      report = await fetchReplicationReport(address, control);
+    }
     return { pods, report };
   } catch (error) {
     return { pods, unreachable: errorMessage(error) };

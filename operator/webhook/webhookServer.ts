@@ -28,7 +28,7 @@ import { Counter, type Registry } from "prom-client";
 import { GROUP, VERSION } from "../../crds/definitions.ts";
 import { certificateNotAfter, issueCertificate, type CertificateAndKey } from "../../pki/certificates.ts";
 import type { Logger } from "../runtime/logger.ts";
-import { errorMessage } from "../runtime/kubeApi.ts";
+import { errorMessage, isNotFound } from "../runtime/kubeApi.ts";
 import {
   injectionFor,
   matchingJobs,
@@ -93,8 +93,12 @@ export function apiLookups(kc: KubeConfig): AdmissionLookups {
               workload.kind === "StatefulSet"
                 ? (await apps.readNamespacedStatefulSet({ name: workload.name, namespace })).spec?.selector
                 : (await apps.readNamespacedDeployment({ name: workload.name, namespace })).spec?.selector;
-          } catch {
-            continue; // no such workload: its pods are no side's (the pair says WorkloadNotFound)
+          } catch (error) {
+            // No such workload: its pods are no side's (the pair says WorkloadNotFound). Any
+            // other failure is the admission's: the pod is admitted with a warning, never
+            // with an agent of the wrong kind (a standby's without its writable mounts).
+            if (isNotFound(error)) continue;
+            throw error;
           }
           if (!selector?.matchLabels && !selector?.matchExpressions) continue;
           sides.push({

@@ -79,6 +79,12 @@ export class LiveTree {
   private large: { path: string; mtime: number; mode: number } | undefined;
   /** Directories whose entries changed since the last flush: fsynced by it. */
   private readonly touched = new Set<string>();
+  /**
+   * The mtime of each directory before this batch first changed its entries: writing a file
+   * aside and renaming it in changes the directory's mtime where the primary's edit in place
+   * did not, so flush puts it back (unless the primary sent the directory's own).
+   */
+  private readonly mtimesBefore = new Map<string, number>();
   /** Directory metadata to set at flush, after every write into them. */
   private readonly directoryMetadata = new Map<string, { mtime: number; mode: number }>();
   /** Files the firewall stopped since the last flush. */
@@ -179,6 +185,7 @@ export class LiveTree {
     const stat = lstatOrUndefined(target);
     if (stat && !stat.isDirectory()) this.removeAt(path, target);
     if (!stat?.isDirectory()) {
+      this.beforeChangeIn(path);
       mkdirSync(fsPath(target), { mode: 0o700 });
       this.touch(path);
     }
@@ -274,6 +281,8 @@ export class LiveTree {
     if (existing && (existing.isDirectory() || stat.isDirectory())) this.removeAt(to, target);
     this.checkParents(from);
     this.checkParents(to);
+    this.beforeChangeIn(from);
+    this.beforeChangeIn(to);
     renameSync(fsPath(source), fsPath(target));
     this.touchParentOf(from);
     this.touchParentOf(to);
@@ -301,6 +310,23 @@ export class LiveTree {
       }
       this.touchParentOf(path);
     }
+    // Directories whose entries this batch changed and whose own metadata did not come:
+    // the mtime they had (children first, as setting it changes nothing above).
+    const restore = [...this.mtimesBefore]
+      .filter(([path]) => !this.directoryMetadata.has(path))
+      .sort((a, b) => b[0].length - a[0].length);
+    for (const [path, mtime] of restore) {
+      const target = path === "" ? this.root : this.target(path, false);
+      const fd =
+        target === undefined ? undefined : openOrUndefined(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      if (fd === undefined) continue;
+      try {
+        futimesSync(fd, mtime / 1000, mtime / 1000);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    this.mtimesBefore.clear();
     this.directoryMetadata.clear();
     for (const path of this.touched) {
       const fd = openOrUndefined(
@@ -345,6 +371,7 @@ export class LiveTree {
   /** Renames a finished temporary file (or link) over `path`: readers see old or new, never half. */
   private place(temporary: string, path: string, target: string): void {
     this.checkParents(path);
+    this.beforeChangeIn(path);
     if (lstatOrUndefined(target)?.isDirectory()) this.removeAt(path, target);
     renameSync(temporary, fsPath(target));
     this.touchParentOf(path);
@@ -352,6 +379,7 @@ export class LiveTree {
 
   private removeAt(path: string, target: string): void {
     this.checkParents(path);
+    this.beforeChangeIn(path);
     // rm -r removes a link as a link and never follows one.
     rmSync(fsPath(target), { recursive: true, force: true });
     this.touchParentOf(path);
@@ -396,6 +424,7 @@ export class LiveTree {
       const stat = lstatOrUndefined(absolute);
       if (!stat) {
         if (!create) return false;
+        this.beforeChangeIn(parent);
         mkdirSync(fsPath(absolute), { mode: 0o755 });
         this.touchParentOf(parent);
       } else if (!stat.isDirectory()) {
@@ -406,6 +435,14 @@ export class LiveTree {
       }
     }
     return true;
+  }
+
+  /** Remembers the mtime of `path`'s directory before its entries first change in this batch. */
+  private beforeChangeIn(path: string): void {
+    const parent = parentOf(path) ?? "";
+    if (this.mtimesBefore.has(parent)) return;
+    const stat = lstatOrUndefined(parent === "" ? this.root : join(this.root, parent));
+    if (stat?.isDirectory()) this.mtimesBefore.set(parent, stat.mtimeMs);
   }
 
   private touch(path: string): void {

@@ -107,7 +107,7 @@ export function describeTree(root: string): Map<string, string> {
       const mode = (stat.mode & 0o7777).toString(8);
       const mtime = Math.floor(stat.mtimeMs);
       if (stat.isDirectory()) {
-        described.set(path, `dir ${mode}`);
+        described.set(path, `dir ${mode} ${mtime}`);
         walk(absolute, path);
       } else if (stat.isSymbolicLink()) {
         described.set(path, `symlink ${readlinkSync(absolute)}`);

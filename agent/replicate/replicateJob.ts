@@ -26,7 +26,7 @@ import { fsPath, nameFromBytes } from "../protocol/byteNames.ts";
 import type { FramedConnection } from "../protocol/connection.ts";
 import { FrameType } from "../protocol/frames.ts";
 import { encodeJson, INLINE_MAX } from "../protocol/messages.ts";
-import { comparePaths, parentOf } from "../protocol/paths.ts";
+import { comparePaths, parentOf, parentsOf } from "../protocol/paths.ts";
 import { excludedPath, fileFilterReason, type FilterOptions } from "../source/filters.ts";
 import { isEntryProblem, isVanished, problemReason, scanTree } from "../source/scanTree.ts";
 import {
@@ -571,6 +571,11 @@ class Replicator {
   private look(path: string): Looked {
     if (path === STATE_DIR || path.startsWith(`${STATE_DIR}/`)) return "kept";
     if (excludedPath(path, this.options.filters)) return "kept";
+    // A name under a directory replaced by a symlink (a late event of the old one) is not in
+    // the tree: never read through the link.
+    for (const parent of parentsOf(path)) {
+      if (!lstatOrUndefined(join(this.options.source, parent))?.isDirectory()) return "gone";
+    }
     const absolute = join(this.options.source, path);
     try {
       const stat = lstatSync(fsPath(absolute));

@@ -276,14 +276,22 @@ export class LiveTree {
     if (!stat || source === undefined) {
       throw new ProtocolError("bad-reference", `Rename from ${from}: the standby has nothing there`);
     }
+    let moving = source;
+    if (`${from}/`.startsWith(`${to}/`)) {
+      // Onto its own ancestor (mv a/b t; rm -r a; mv t a): out of the way first, or removing
+      // the ancestor would take it along.
+      moving = this.temporaryFile();
+      this.beforeChangeIn(from);
+      renameSync(fsPath(source), moving);
+    }
     const existing = lstatOrUndefined(target);
     // rename(2) replaces a file atomically, but not a directory with contents, nor across types.
     if (existing && (existing.isDirectory() || stat.isDirectory())) this.removeAt(to, target);
-    this.checkParents(from);
     this.checkParents(to);
+    if (moving === source) this.checkParents(from);
     this.beforeChangeIn(from);
     this.beforeChangeIn(to);
-    renameSync(fsPath(source), fsPath(target));
+    renameSync(fsPath(moving), fsPath(target));
     this.touchParentOf(from);
     this.touchParentOf(to);
     this.options.onRemoved?.(from);

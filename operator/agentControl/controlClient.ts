@@ -166,30 +166,27 @@ export async function putReplication(
 }
 
 /** DELETE /v1/replication: the agent stops its replication role; resolves with its report. */
-export async function deleteReplication(
+export function deleteReplication(
   address: AgentAddress,
   options: ControlClientOptions,
 ): Promise<ReplicationReport> {
-  const response = await call(address, "DELETE", "/replication", undefined, options);
-  const body = await readJson(response, address, options.signal);
-  const parsed = replicationReport.safeParse(body);
-  if (!parsed.success)
-    throw new ControlError(
-      "protocol",
-      `${where(address)}: the replication report does not fit the contract`,
-      {
-        body,
-      },
-    );
-  return parsed.data;
+  return replicationCall(address, "DELETE", options);
 }
 
 /** GET /v1/replication: what the agent's replication role is doing, validated. */
-export async function fetchReplicationReport(
+export function fetchReplicationReport(
   address: AgentAddress,
   options: ControlClientOptions,
 ): Promise<ReplicationReport> {
-  const response = await call(address, "GET", "/replication", undefined, options);
+  return replicationCall(address, "GET", options);
+}
+
+async function replicationCall(
+  address: AgentAddress,
+  method: "GET" | "DELETE",
+  options: ControlClientOptions,
+): Promise<ReplicationReport> {
+  const response = await call(address, method, "/replication", undefined, options);
   const body = await readJson(response, address, options.signal);
   const parsed = replicationReport.safeParse(body);
   if (!parsed.success)

@@ -7,7 +7,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { join } from "node:path";
 import {
   AppsV1Api,
   CoreV1Api,
@@ -19,10 +18,14 @@ import {
 import { GROUP, VERSION, type OffsiteServer } from "../../crds/definitions.ts";
 import { installCrds } from "../../crds/install.ts";
 import { useTestCluster } from "../cluster/testCluster.ts";
-import { eventually, startOperator, type OperatorProcess } from "./operatorProcess.ts";
+import {
+  eventually,
+  operatorServiceAccount,
+  startOperator,
+  type OperatorProcess,
+} from "./operatorProcess.ts";
 
 const cluster = useTestCluster({ controllers: true });
-const RBAC = join(import.meta.dirname, "..", "..", "operator", "deploy", "rbac.yaml");
 let operator: OperatorProcess;
 
 const api = () => ({
@@ -85,31 +88,7 @@ describe("OffsiteServer", () => {
   // as a ServiceAccount bound to operator/deploy/rbac.yaml: a missing rule fails here.
   before(async () => {
     const namespace = cluster.namespace;
-    const rbac = await cluster.kubectl(["apply", "-n", namespace, "-f", RBAC]);
-    assert.equal(rbac.code, 0, rbac.stderr);
-    for (const args of [
-      ["create", "serviceaccount", "offsite-operator", "-n", namespace],
-      [
-        "create",
-        "clusterrolebinding",
-        `offsite-operator-${namespace}`,
-        "--clusterrole=offsite-operator",
-        `--serviceaccount=${namespace}:offsite-operator`,
-      ],
-      [
-        "create",
-        "rolebinding",
-        "offsite-operator-leader-election",
-        "-n",
-        namespace,
-        "--role=offsite-operator-leader-election",
-        `--serviceaccount=${namespace}:offsite-operator`,
-      ],
-    ]) {
-      const created = await cluster.kubectl(args);
-      assert.equal(created.code, 0, created.stderr);
-    }
-    const kubeconfig = await cluster.serviceAccountKubeconfig("offsite-operator");
+    const kubeconfig = await operatorServiceAccount(cluster);
     operator = await startOperator({ kubeconfig, namespace, identity: "op-a" });
   });
   after(async () => {

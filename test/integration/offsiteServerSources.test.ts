@@ -38,10 +38,14 @@ import {
   writeSecretDir,
   type AgentProcess,
 } from "../agent/controlSupport.ts";
-import { eventually, startOperator, type OperatorProcess } from "./operatorProcess.ts";
+import {
+  eventually,
+  operatorServiceAccount,
+  startOperator,
+  type OperatorProcess,
+} from "./operatorProcess.ts";
 
 const cluster = useTestCluster({ controllers: true });
-const RBAC = join(import.meta.dirname, "..", "..", "operator", "deploy", "rbac.yaml");
 const MAIN = join(import.meta.dirname, "..", "..", "agent", "main.mjs");
 const DAY = 86_400_000;
 
@@ -154,32 +158,9 @@ describe("OffsiteServer.status.sources from the receiver's check-ins", () => {
 
   before(async () => {
     const namespace = cluster.namespace;
-    const rbac = await cluster.kubectl(["apply", "-n", namespace, "-f", RBAC]);
-    assert.equal(rbac.code, 0, rbac.stderr);
-    for (const args of [
-      ["create", "serviceaccount", "offsite-operator", "-n", namespace],
-      [
-        "create",
-        "clusterrolebinding",
-        `offsite-operator-${namespace}`,
-        "--clusterrole=offsite-operator",
-        `--serviceaccount=${namespace}:offsite-operator`,
-      ],
-      [
-        "create",
-        "rolebinding",
-        "offsite-operator-leader-election",
-        "-n",
-        namespace,
-        "--role=offsite-operator-leader-election",
-        `--serviceaccount=${namespace}:offsite-operator`,
-      ],
-    ]) {
-      const created = await cluster.kubectl(args);
-      assert.equal(created.code, 0, created.stderr);
-    }
+    const kubeconfig = await operatorServiceAccount(cluster);
     operator = await startOperator({
-      kubeconfig: await cluster.serviceAccountKubeconfig("offsite-operator"),
+      kubeconfig,
       namespace,
       identity: "op-sources",
     });

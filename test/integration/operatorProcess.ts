@@ -5,8 +5,51 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { freePort } from "../cluster/controlPlane.ts";
+import type { TestCluster } from "../cluster/testCluster.ts";
 
 const MAIN = join(import.meta.dirname, "..", "..", "operator", "main.ts");
+const RBAC = join(import.meta.dirname, "..", "..", "operator", "deploy", "rbac.yaml");
+
+/**
+ * The operator's ServiceAccount in the cluster's namespace, bound to exactly the rules of
+ * operator/deploy/rbac.yaml (and, unless `leaderElection` is false, the leader-election
+ * Role), so a rule the operator lacks fails the suite. Returns its kubeconfig.
+ */
+export async function operatorServiceAccount(
+  cluster: Pick<TestCluster, "namespace" | "kubectl" | "serviceAccountKubeconfig">,
+  options: { leaderElection?: boolean } = {},
+): Promise<string> {
+  const namespace = cluster.namespace;
+  const steps = [
+    ["apply", "-n", namespace, "-f", RBAC],
+    ["create", "serviceaccount", "offsite-operator", "-n", namespace],
+    [
+      "create",
+      "clusterrolebinding",
+      `offsite-operator-${namespace}`,
+      "--clusterrole=offsite-operator",
+      `--serviceaccount=${namespace}:offsite-operator`,
+    ],
+    ...(options.leaderElection === false
+      ? []
+      : [
+          [
+            "create",
+            "rolebinding",
+            "offsite-operator-leader-election",
+            "-n",
+            namespace,
+            "--role=offsite-operator-leader-election",
+            `--serviceaccount=${namespace}:offsite-operator`,
+          ],
+        ]),
+  ];
+  for (const args of steps) {
+    const done = await cluster.kubectl(args);
+    if (done.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${done.stderr}`);
+  }
+  return cluster.serviceAccountKubeconfig("offsite-operator");
+}
 
 export interface OperatorProcess {
   readonly identity: string;

@@ -25,17 +25,17 @@ import {
   type CertificateAndKey,
 } from "../../pki/certificates.ts";
 import { issueOperatorControlCertificate } from "../../pki/controlIdentities.ts";
-import { AGENT_CONTROL_SECRET, OPERATOR_CA_SECRET } from "../../operator/agentControl/names.ts";
+import { AGENT_CONTROL_SECRET } from "../../operator/agentControl/names.ts";
 import { runJob } from "../../operator/agentControl/controlClient.ts";
 import { failureOfCode } from "../../operator/backupJob/runs.ts";
 import { MIN_POLL_INTERVAL_MS } from "../../operator/offsiteServer/receiverPoll.ts";
 import { useTestCluster } from "../cluster/testCluster.ts";
+import { mountAgentControlSecret, operatorCaOf } from "./fixtures/controlChannel.ts";
 import { runOffsite } from "../agent/agentProcesses.ts";
 import {
   operatorOptions,
   startAgentProcess,
   writeCertsDir,
-  writeSecretDir,
   type AgentProcess,
 } from "../agent/controlSupport.ts";
 import {
@@ -245,14 +245,7 @@ describe("OffsiteServer.status.sources from the receiver's check-ins", () => {
 
   it("takes the receiver's report: check-ins, versions, bytes, used capacity, and the states", async () => {
     const namespace = cluster.namespace;
-    const secret = await api().core.readNamespacedSecret({ name: AGENT_CONTROL_SECRET, namespace });
-    const pem = (key: string) => Buffer.from(secret.data![key]!, "base64").toString();
-    const controlCerts = join(work, "control");
-    writeSecretDir(
-      controlCerts,
-      { certificatePem: pem("ca.crt"), privateKeyPem: "" },
-      { certificatePem: pem("tls.crt"), privateKeyPem: pem("tls.key") },
-    );
+    const controlCerts = await mountAgentControlSecret(api().core, namespace, join(work, "control"));
     receiver = await startReceiver(join(work, "store"), join(work, "receiver"), controlCerts);
     assert.equal(receiver.controlPort, DEFAULT_CONTROL_PORT);
     const to = `${ADDRESS}:${receiver.port}`;
@@ -269,11 +262,7 @@ describe("OffsiteServer.status.sources from the receiver's check-ins", () => {
 
     // The suspended source's push, as a BackupJob's agent runs it: refused with `suspended`,
     // which the BackupJob controller reports as SourceSuspended with the receiver's advice.
-    const operatorCaSecret = await api().core.readNamespacedSecret({ name: OPERATOR_CA_SECRET, namespace });
-    const operatorCa: CertificateAndKey = {
-      certificatePem: Buffer.from(operatorCaSecret.data!["tls.crt"]!, "base64").toString(),
-      privateKeyPem: Buffer.from(operatorCaSecret.data!["tls.key"]!, "base64").toString(),
-    };
+    const operatorCa = await operatorCaOf(api().core, namespace);
     agent = await startAgentProcess(controlCerts, [], false);
     const held = await issueCertificate(dataCa, {
       commonName: HELD,

@@ -30,17 +30,14 @@ import {
 } from "@kubernetes/client-node";
 import { DEFAULT_CONTROL_PORT, type ReplicationReport } from "../../contract/reports.ts";
 import { GROUP, VERSION, type ReplicationPair } from "../../crds/definitions.ts";
-import {
-  AGENT_CONTROL_SECRET,
-  OPERATOR_CA_SECRET,
-  SIDECAR_CONTAINER,
-} from "../../operator/agentControl/names.ts";
+import { SIDECAR_CONTAINER } from "../../operator/agentControl/names.ts";
 import { fetchReplicationReport } from "../../operator/agentControl/controlClient.ts";
 import { AGENT_STATE_DIR } from "../../operator/webhook/sidecarInjection.ts";
 import { issueOperatorControlCertificate } from "../../pki/controlIdentities.ts";
 import { useTestCluster } from "../cluster/testCluster.ts";
+import { mountAgentControlSecret, operatorCaOf } from "./fixtures/controlChannel.ts";
 import { listeningEvent } from "../agent/agentProcesses.ts";
-import { operatorOptions, writeSecretDir } from "../agent/controlSupport.ts";
+import { operatorOptions } from "../agent/controlSupport.ts";
 import {
   eventually,
   operatorServiceAccount,
@@ -252,14 +249,7 @@ describe("the ReplicationPair controller", () => {
     assert.equal(web.spec?.ports?.[0]?.targetPort, 8080, "the Service's ports stay the user's");
 
     // The pods' agents, reachable on their pod IPs with the namespace's control certificate.
-    const control = await api().core.readNamespacedSecret({ name: AGENT_CONTROL_SECRET, namespace });
-    const pem = (key: string) => Buffer.from(control.data![key]!, "base64").toString();
-    const controlCerts = join(work, "control");
-    writeSecretDir(
-      controlCerts,
-      { certificatePem: pem("ca.crt"), privateKeyPem: "" },
-      { certificatePem: pem("tls.crt"), privateKeyPem: pem("tls.key") },
-    );
+    const controlCerts = await mountAgentControlSecret(api().core, namespace, join(work, "control"));
     for (const dir of ["primary", "standby"]) mkdirSync(join(work, dir));
     writeFileSync(join(work, "primary", "index.html"), "<h1>web</h1>");
     agents.push(await startAgent(PRIMARY_IP, controlCerts, []));
@@ -281,11 +271,7 @@ describe("the ReplicationPair controller", () => {
     assert.ok(pair.status?.lastHeartbeat?.primary && pair.status.lastHeartbeat.standby);
 
     // What each agent was told, as it reports it.
-    const caSecret = await api().core.readNamespacedSecret({ name: OPERATOR_CA_SECRET, namespace });
-    const operatorCa = {
-      certificatePem: Buffer.from(caSecret.data!["tls.crt"]!, "base64").toString(),
-      privateKeyPem: Buffer.from(caSecret.data!["tls.key"]!, "base64").toString(),
-    };
+    const operatorCa = await operatorCaOf(api().core, namespace);
     const options = operatorOptions({
       operatorCa,
       operator: await issueOperatorControlCertificate(operatorCa, DAY),

@@ -39,7 +39,7 @@ import { SECRETS, SERVICES } from "../runtime/resources.ts";
 import { KIND, PLURAL, pairLabels, pairNames, pairOwnerReference } from "./names.ts";
 import { ensurePairCredentials } from "./pairCredentials.ts";
 import { roleRequests } from "./roleRequests.ts";
-import { pairStatus, type SideFinding } from "./status.ts";
+import { newlyBlocked, pairStatus, type SideFinding } from "./status.ts";
 
 /** How often a pair is looked at (its agents' reports polled) without an event. */
 export const POLL_MS = 5_000;
@@ -152,6 +152,20 @@ async function reconcileReplicationPair(
     standby,
     ...(serviceProblem ? { serviceProblem } : {}),
   });
+  const stopped = newlyBlocked(pair.status, status);
+  if (stopped.length > 0) {
+    const listed = stopped.slice(0, 5).map((file) => `${file.path} (${file.reason})`);
+    await ctx.events.record(
+      pair,
+      "Warning",
+      "FilesStopped",
+      `the content firewall kept ${stopped.length} file(s) from the standby: ${listed.join(", ")}` +
+        `${stopped.length > listed.length ? ", ..." : ""}; they stay on the primary (status.recentBlocked lists them)`,
+    );
+  }
+  // The session's bytes are not in status (they reset with every session): the metric only.
+  const primaryReport = "report" in primary ? primary.report : undefined;
+  if (primaryReport) ctx.metrics.replicationBytesSent.set({ namespace, name }, primaryReport.bytesSent);
   const renewIn = credentials.renewAt.getTime() - now.getTime();
   return { status, requeueAfterMs: Math.max(1000, Math.min(POLL_MS, renewIn)) };
 }

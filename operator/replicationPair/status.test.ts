@@ -2,7 +2,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { ReplicationReport } from "../../contract/reports.ts";
 import { replicationPairSpec } from "../../crds/schema/replicationPair.ts";
-import { pairStatus, type PairFindings, type SideFinding } from "./status.ts";
+import { newlyBlocked, pairStatus, type PairFindings, type SideFinding } from "./status.ts";
 
 const spec = replicationPairSpec.parse({
   primary: { name: "web-a" },
@@ -109,6 +109,25 @@ describe("a ReplicationPair's status", () => {
     assert.equal(status.blockedFiles, 25);
     assert.equal(status.recentBlocked!.length, 20);
     assert.ok(status.recentBlocked!.every((file) => file.reason === "firewall-script" && file.time));
+    // The pair's Event names only what the last status did not list yet.
+    const later = pairStatus(
+      status,
+      findings({
+        primary: {
+          pods: pods(1),
+          report: report({
+            blocked: 16,
+            recentBlocked: [...stopped(15, "primary"), ...stopped(16, "new").slice(15)],
+          }),
+        },
+      }),
+    );
+    assert.deepEqual(
+      newlyBlocked(status, later).map((file) => file.path),
+      ["new/f15.php"],
+    );
+    assert.deepEqual(newlyBlocked(later, later), []);
+    assert.equal(newlyBlocked(undefined, status).length, 20);
   });
 
   it("is Paused, not failing, when the spec says so", () => {

@@ -201,3 +201,20 @@ export function pairStatus(
     conditions,
   };
 }
+
+/**
+ * The files in `next`'s recent list that `previous` did not list: what the content firewall
+ * stopped since the last status write, for the pair's Event.
+ */
+export function newlyBlocked(
+  previous: ReplicationPairStatus | undefined,
+  next: ReplicationPairStatus,
+): NonNullable<ReplicationPairStatus["recentBlocked"]> {
+  const before = previous?.recentBlocked ?? [];
+  const known = new Set(before.map((file) => `${file.time} ${file.path}`));
+  // Older than the newest already listed: one the list had dropped for room, not a new stop.
+  const newest = before.reduce((latest, file) => (file.time > latest ? file.time : latest), "");
+  return (next.recentBlocked ?? []).filter(
+    (file) => file.time >= newest && !known.has(`${file.time} ${file.path}`),
+  );
+}

@@ -80,6 +80,8 @@ export function parseEndpoint(value: string): { host: string; port: number } {
 export async function openSession(endpoint: Endpoint, request: SessionRequest): Promise<Session> {
   const idleTimeoutMs = clientIdleTimeoutMs();
   const where = `${endpoint.host}:${endpoint.port}`;
+  // Messages name the peer the user runs: a replication session's is a standby.
+  const peer = request.role === "replicate" ? "standby" : "receiver";
   const { signal } = request;
   signal?.throwIfAborted();
   const socket = connect({
@@ -101,7 +103,7 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
       reject(
         new Error(
           `cannot connect to ${where}: no TLS connection within ${msToDuration(connectMs)} ` +
-            "(is the receiver running, and is the address right?)",
+            `(is the ${peer} running, and is the address right?)`,
         ),
       );
     }, connectMs);
@@ -120,7 +122,7 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
     idleError: (ms) =>
       new ProtocolError(
         "timeout",
-        `the receiver at ${where} sent (or read) nothing for ${msToDuration(ms)}; the job stops ` +
+        `the ${peer} at ${where} sent (or read) nothing for ${msToDuration(ms)}; the job stops ` +
           "(OFFSITE_CLIENT_TIMEOUT sets this bound). Run it again: a push resumes where it stopped",
       ),
   });
@@ -136,9 +138,9 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
       if (ended && connection.bytesRead === 0)
         throw new PeerError(
           "certificate-refused",
-          `the receiver at ${where} closed the connection without answering Hello: it did not accept ` +
+          `the ${peer} at ${where} closed the connection without answering Hello: it did not accept ` +
             "this client certificate (issued by another CA, expired, or no client certificate), or it " +
-            "stopped; check the certificate in --certs against the receiver's CA",
+            `stopped; check the certificate in --certs against the ${peer}'s CA`,
         );
       throw error;
     });

@@ -178,13 +178,15 @@ export interface ChangeCounts {
 /**
  * Makes `count` mixed changes under `root`: creations (small and some large), edits,
  * deletions, renames of files, renames of a directory with files in it, mode changes,
- * with `pauseEvery` changes between short pauses (0: no pause).
+ * with `pauseEvery` changes between short pauses (0: no pause). Names made are numbered
+ * from `first`: calls on the same tree pass distinct ranges.
  */
 export async function mixedChanges(
   root: string,
   count: number,
   seed: number,
   pauseEvery = 0,
+  first = 0,
 ): Promise<ChangeCounts> {
   const random = seeded(seed);
   const counts: ChangeCounts = { created: 0, edited: 0, deleted: 0, renamed: 0, chmodded: 0, dirsRenamed: 0 };
@@ -204,7 +206,7 @@ export async function mixedChanges(
   };
   let known = files();
   const pick = () => known[Math.floor(random() * known.length)];
-  for (let i = 0; i < count; i++) {
+  for (let i = first; i < first + count; i++) {
     const roll = random();
     if (i % 50 === 0) known = files();
     if (roll < 0.35 || known.length < 10) {

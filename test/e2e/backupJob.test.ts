@@ -21,6 +21,7 @@ import { realNodeUnavailable, usingExistingCluster } from "../cluster/testCluste
 import { APP, APP_DATA, BackupScene, SERVER, condition } from "./fixtures/backupScene.ts";
 import { kubectlOk } from "./fixtures/operatorRelease.ts";
 import { eventually } from "./fixtures/polling.ts";
+import { idleContainer } from "./fixtures/idleContainer.ts";
 
 const MiB = 1024 * 1024;
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
@@ -371,14 +372,7 @@ describe("BackupJob on the real node: sidecar push agents, compare, restore, mov
       kind: "Pod",
       metadata: { name: "plain", namespace: scene.ns, labels: { app: "plain" } },
       spec: {
-        containers: [
-          {
-            name: "sleeper",
-            image: scene.cluster.images!.agent.ref,
-            imagePullPolicy: "Never",
-            command: ["/nodejs/bin/node", "-e", "setInterval(() => {}, 1 << 30)"],
-          },
-        ],
+        containers: [idleContainer("sleeper", scene.cluster.images!.agent.ref)],
       },
     });
     await job("no-agent", { podSelector: { matchLabels: { app: "plain" } } });

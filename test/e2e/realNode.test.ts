@@ -22,6 +22,7 @@ import {
   type TestCluster,
 } from "../cluster/testCluster.ts";
 import { eventually } from "./fixtures/polling.ts";
+import { idleContainer } from "./fixtures/idleContainer.ts";
 
 const execFileAsync = promisify(execFile);
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -233,14 +234,7 @@ describe("real node", { skip }, () => {
       metadata: { name: "client" },
       spec: {
         terminationGracePeriodSeconds: 1,
-        containers: [
-          {
-            name: "client",
-            image: cluster!.images!.agent.ref,
-            imagePullPolicy: "Never",
-            command: ["/nodejs/bin/node", "-e", "setInterval(() => {}, 1 << 30)"],
-          },
-        ],
+        containers: [idleContainer("client", cluster!.images!.agent.ref)],
       },
     });
     await waitReady("client");

@@ -40,6 +40,7 @@ import { realNodeUnavailable, usingExistingCluster } from "../cluster/testCluste
 import { describeTree, mixedChanges, treeDifferences } from "../agent/replicationSupport.ts";
 import { APP_DATA, BackupScene, type Condition } from "./fixtures/backupScene.ts";
 import { eventually } from "./fixtures/polling.ts";
+import { idleContainer } from "./fixtures/idleContainer.ts";
 
 const MiB = 1024 * 1024;
 const PAIR = "web-pair";
@@ -575,14 +576,7 @@ describe(
             template: {
               metadata: { labels },
               spec: {
-                containers: [
-                  {
-                    name: "sleeper",
-                    image: scene.cluster.images!.agent.ref,
-                    imagePullPolicy: "Never",
-                    command: ["/nodejs/bin/node", "-e", "setInterval(() => {}, 1 << 30)"],
-                  },
-                ],
+                containers: [idleContainer("sleeper", scene.cluster.images!.agent.ref)],
               },
             },
           },

@@ -34,6 +34,7 @@ import { DEFAULT_RETENTION, type RetentionPolicy } from "./retention.ts";
 import { StagingArea } from "./staging.ts";
 import { sendTree } from "../transfer/sendTree.ts";
 import { hasEscapedBytes } from "../protocol/byteNames.ts";
+import { TimeSlice } from "../timeSlice.ts";
 
 export interface ReceiverOptions {
   root: string;
@@ -346,19 +347,15 @@ export async function sendEntries(
 }
 
 async function receivePush(connection: FramedConnection, staging: StagingArea, retention: RetentionPolicy) {
-  let slice = performance.now();
+  const slice = new TimeSlice(SLICE_MS);
   for (;;) {
     const waits = !connection.hasQueued;
-    if (waits) {
-      // About to wait for the peer: journal what is finished first.
-      staging.flushJournal();
-    } else if (performance.now() - slice >= SLICE_MS) {
-      // Queued frames resolve at once, in microtasks: without this the loop never turns.
-      await new Promise((resolve) => setImmediate(resolve));
-      slice = performance.now();
-    }
+    // About to wait for the peer: journal what is finished first. Queued frames resolve at
+    // once, in microtasks: without the slice the loop would never turn.
+    if (waits) staging.flushJournal();
+    else await slice.yieldIfSpent();
     const message = await connection.next();
-    if (waits) slice = performance.now();
+    if (waits) slice.restart();
     switch (message.type) {
       case FrameType.File:
         staging.putFile(message.header, message.content);

@@ -12,9 +12,13 @@ import { fsPath } from "../protocol/byteNames.ts";
 import { INLINE_MAX, type ManifestEntry } from "../protocol/messages.ts";
 import { scanTree } from "../source/scanTree.ts";
 import { NO_FILTERS } from "../source/filters.ts";
-import { chunkFile } from "../chunking/fileChunks.ts";
+import { chunkFileInSlices } from "../chunking/fileChunks.ts";
 import { hashFile } from "../source/hashFile.ts";
 import { STATE_DIR, type WrittenFile } from "./liveTree.ts";
+import { TimeSlice } from "../timeSlice.ts";
+
+/** How long hashing holds the event loop before it lets it turn. */
+const SCAN_SLICE_MS = 20;
 
 interface CachedHash {
   ino: number;
@@ -42,19 +46,31 @@ export class LiveEntries {
     }
   }
 
-  /** The live tree now, in path order, without the standby's own directory. */
-  scan(): { entries: ManifestEntry[]; problems: { path: string; reason: string }[] } {
+  /**
+   * The live tree now, in path order, without the standby's own directory. Hashing what the
+   * cache lacks can take minutes on a large tree: it runs in slices of the event loop, and
+   * stops (throws) once `wanted` says the session asking is over.
+   */
+  async scan(
+    wanted: () => boolean = () => true,
+  ): Promise<{ entries: ManifestEntry[]; problems: { path: string; reason: string }[] }> {
     const scanned = scanTree(this.root, { ...NO_FILTERS, exclude: [STATE_DIR] });
     const entries: ManifestEntry[] = [];
     const seen = new Set<string>();
+    const slice = new TimeSlice(SCAN_SLICE_MS);
     for (const entry of scanned.entries) {
       if (entry.type !== "file") {
         entries.push(entry);
         continue;
       }
+      await slice.yieldIfSpent();
+      if (!wanted()) {
+        this.save(); // what was hashed so far is not hashed again
+        throw new Error("the session ended while the standby listed its tree");
+      }
       const absolute = join(this.root, entry.path);
       try {
-        const hashed = this.hashOf(entry.path, absolute);
+        const hashed = await this.hashOf(entry.path, absolute, slice);
         seen.add(entry.path);
         const { path, size, mtime, mode } = entry;
         entries.push({
@@ -124,7 +140,7 @@ export class LiveEntries {
     this.dirty = false;
   }
 
-  private hashOf(path: string, absolute: string): CachedHash {
+  private async hashOf(path: string, absolute: string, slice: TimeSlice): Promise<CachedHash> {
     const stat = lstatSync(fsPath(absolute));
     const cached = this.cache.get(path);
     if (
@@ -142,7 +158,11 @@ export class LiveEntries {
       hashed = { ...identity(stat), sha256: hashFile(absolute, stat.size) };
     } else {
       const chunks: [number, string][] = [];
-      const whole = chunkFile(absolute, (chunk) => chunks.push([chunk.length, chunk.hash]));
+      const whole = await chunkFileInSlices(
+        absolute,
+        (chunk) => chunks.push([chunk.length, chunk.hash]),
+        slice,
+      );
       hashed = { ...identity(stat), size: whole.size, sha256: whole.sha256, chunks };
     }
     this.cache.set(path, hashed);

@@ -33,6 +33,7 @@ import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { encodeJson, PROTOCOL_VERSIONS, REPLICATION_VERSION } from "../protocol/messages.ts";
 import { describeFailure, sendEntries } from "../receiver/receiverServer.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
+import { TimeSlice } from "../timeSlice.ts";
 import { LiveEntries } from "./liveEntries.ts";
 import { LiveTree, STATE_DIR } from "./liveTree.ts";
 
@@ -207,7 +208,8 @@ async function serveSession(
     await connection.send(
       encodeJson(FrameType.Welcome, { version: protocol, session, base: null, resumed: false }),
     );
-    const { entries } = liveEntries.scan();
+    // A session that another replaced (its socket destroyed) stops listing at once.
+    const { entries } = await liveEntries.scan(() => !socket.destroyed);
     await sendEntries(connection, entries, undefined, protocol);
     emit({
       event: "session",
@@ -231,13 +233,11 @@ async function applyChanges(
   emit: (event: Record<string, unknown>) => void,
   onApplied: StandbyOptions["onApplied"],
 ): Promise<void> {
-  let slice = performance.now();
+  const slice = new TimeSlice(SLICE_MS);
   let savedAt = Date.now();
   for (;;) {
-    if (connection.hasQueued && performance.now() - slice >= SLICE_MS) {
-      await new Promise((resolve) => setImmediate(resolve));
-      slice = performance.now();
-    }
+    if (connection.hasQueued) await slice.yieldIfSpent();
+    else slice.restart();
     const message = await connection.next();
     switch (message.type) {
       case FrameType.File:

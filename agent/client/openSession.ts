@@ -122,8 +122,10 @@ export async function openSession(endpoint: Endpoint, request: SessionRequest): 
     idleError: (ms) =>
       new ProtocolError(
         "timeout",
-        `the ${peer} at ${where} sent (or read) nothing for ${msToDuration(ms)}; the job stops ` +
-          "(OFFSITE_CLIENT_TIMEOUT sets this bound). Run it again: a push resumes where it stopped",
+        `the ${peer} at ${where} sent (or read) nothing for ${msToDuration(ms)}; ` +
+          (request.role === "replicate"
+            ? "the session ends (OFFSITE_CLIENT_TIMEOUT sets this bound), and the primary reconnects and compares the trees"
+            : "the job stops (OFFSITE_CLIENT_TIMEOUT sets this bound). Run it again: a push resumes where it stopped"),
       ),
   });
   try {

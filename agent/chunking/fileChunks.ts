@@ -84,17 +84,23 @@ export function chunkFile(
 
 /**
  * chunkFile for a server: between chunks the event loop may turn (`slice`), so hashing a
- * file of many GiB never stalls the other sessions or the health endpoint.
+ * file of many GiB never stalls the other sessions or the health endpoint; `afterYield`
+ * runs each time it did (it throws to stop: the file is closed).
  */
 export async function chunkFileInSlices(
   path: string,
   onChunk: (chunk: Chunk) => void,
   slice: TimeSlice,
+  afterYield: () => void = () => undefined,
 ): Promise<{ sha256: string; size: number }> {
   const hashing = new ChunkHashing();
   for (const { offset, bytes } of chunksOf(path)) {
     onChunk(hashing.add(offset, bytes));
-    await slice.yieldIfSpent();
+    const turn = slice.yieldIfSpent();
+    if (turn) {
+      await turn;
+      afterYield();
+    }
   }
   return hashing.whole();
 }

@@ -80,8 +80,7 @@ export function parseEndpoint(value: string): { host: string; port: number } {
 export async function openSession(endpoint: Endpoint, request: SessionRequest): Promise<Session> {
   const idleTimeoutMs = clientIdleTimeoutMs();
   const where = `${endpoint.host}:${endpoint.port}`;
-  // Messages name the peer the user runs: a replication session's is a standby.
-  const peer = request.role === "replicate" ? "standby" : "receiver";
+  const peer = peerName(request);
   const { signal } = request;
   signal?.throwIfAborted();
   const socket = connect({
@@ -158,7 +157,13 @@ function abortReason(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new Error(`aborted: ${String(signal.reason)}`);
 }
 
+/** Messages name the peer the user runs: a replication session's is a standby. */
+function peerName(request: SessionRequest): "standby" | "receiver" {
+  return request.role === "replicate" ? "standby" : "receiver";
+}
+
 async function handshake(connection: FramedConnection, request: SessionRequest): Promise<Session> {
+  const peer = peerName(request);
   await connection.send(
     encodeJson(FrameType.Hello, {
       versions: [...PROTOCOL_VERSIONS],
@@ -174,7 +179,7 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
   if (!(PROTOCOL_VERSIONS as readonly number[]).includes(welcome.version)) {
     throw new ProtocolError(
       "unsupported-version",
-      `the receiver chose protocol version ${welcome.version}, which this agent did not offer (${PROTOCOL_VERSIONS.join(", ")})`,
+      `the ${peer} chose protocol version ${welcome.version}, which this agent did not offer (${PROTOCOL_VERSIONS.join(", ")})`,
     );
   }
   const entries = new Map<string, ManifestEntry>();
@@ -195,14 +200,14 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
         if (entry?.type !== "file") {
           throw new ProtocolError(
             "bad-message",
-            `the receiver sent chunks for ${JSON.stringify(message.path)}, which is no file`,
+            `the ${peer} sent chunks for ${JSON.stringify(message.path)}, which is no file`,
           );
         }
         (entry.chunks ??= []).push(...message.chunks);
       } else {
         throw new ProtocolError(
           "unexpected-frame",
-          `the receiver sent a ${message.type} frame where entries belong`,
+          `the ${peer} sent a ${message.type} frame where entries belong`,
         );
       }
     }

@@ -80,12 +80,6 @@ interface ReceiverState {
   pushing: Set<string>;
 }
 const ENTRIES_BYTES = 256 * 1024;
-/**
- * The longest a push works through frames its peer already sent before it lets the event
- * loop turn. Every session shares the one loop: a peer whose frames queue up faster than
- * they are handled must not hold up the others (their handshakes, Hellos and commits).
- */
-const SLICE_MS = 20;
 
 export async function startReceiver(options: ReceiverOptions): Promise<RunningReceiver> {
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
@@ -347,7 +341,9 @@ export async function sendEntries(
 }
 
 async function receivePush(connection: FramedConnection, staging: StagingArea, retention: RetentionPolicy) {
-  const slice = new TimeSlice(SLICE_MS);
+  // Every session shares the one loop: a peer whose frames queue up faster than they are
+  // handled must not hold up the others (their handshakes, Hellos and commits).
+  const slice = new TimeSlice();
   for (;;) {
     const waits = !connection.hasQueued;
     // About to wait for the peer: journal what is finished first. Queued frames resolve at
@@ -417,24 +413,30 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
   }
 }
 
-export function describeFailure(error: unknown): { code: string; message: string } {
+export function describeFailure(
+  error: unknown,
+  self: "receiver" | "standby" = "receiver",
+): { code: string; message: string } {
   if (error instanceof ProtocolError) return { code: error.code, message: error.message };
   const errno = (error as NodeJS.ErrnoException).code;
   if (errno === "ENOSPC" || errno === "EDQUOT") {
     return {
       code: "disk-full",
       message:
-        "the receiver's disk is full; the previous version is intact and what arrived is staged. " +
-        "Free space or grow the volume, then run the job again: it resumes",
+        self === "standby"
+          ? "the standby's disk is full; every file in its live tree is still whole. Free space or " +
+            "grow the volume: the primary's next session catches up"
+          : "the receiver's disk is full; the previous version is intact and what arrived is staged. " +
+            "Free space or grow the volume, then run the job again: it resumes",
     };
   }
   if (errno === "ENAMETOOLONG") {
     return {
       code: "bad-path",
-      message: `a path is too long for the receiver's file system once under its root (${(error as Error).message})`,
+      message: `a path is too long for the ${self}'s file system once under its root (${(error as Error).message})`,
     };
   }
   if (error instanceof Error && error.name === "PeerError")
     return { code: "peer-gone", message: error.message };
-  return { code: "internal", message: `the receiver failed: ${(error as Error).message}` };
+  return { code: "internal", message: `the ${self} failed: ${(error as Error).message}` };
 }

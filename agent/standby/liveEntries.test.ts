@@ -13,22 +13,22 @@ after(() => {
   for (const root of roots) rmSync(root, { recursive: true, force: true });
 });
 
-function treeOfLargeFiles(count: number, size: number): { root: string; files: Map<string, Buffer> } {
+function treeOfFiles(count: number, size: number): { root: string; files: Map<string, Buffer> } {
   const root = mkdtempSync(join(tmpdir(), "offsite-entries-"));
   roots.push(root);
   mkdirSync(join(root, ".offsite"));
   const files = new Map<string, Buffer>();
   for (let i = 0; i < count; i++) {
     const content = randomBytes(size);
-    writeFileSync(join(root, `large-${i}.bin`), content);
-    files.set(`large-${i}.bin`, content);
+    writeFileSync(join(root, `file-${i}.bin`), content);
+    files.set(`file-${i}.bin`, content);
   }
   return { root, files };
 }
 
 describe("the standby's entries", () => {
   it("hashes a tree without holding the event loop: timers run while large files are hashed", async () => {
-    const { root, files } = treeOfLargeFiles(3, 24 * MiB);
+    const { root, files } = treeOfFiles(3, 24 * MiB);
     let ticks = 0;
     const timer = setInterval(() => ticks++, 5);
     const { entries } = await new LiveEntries(root).scan();
@@ -44,16 +44,36 @@ describe("the standby's entries", () => {
     assert.ok(existsSync(join(root, ".offsite", "hashes.json")), "the hashes are cached");
   });
 
-  it("stops listing once the session asking is over, keeping the hashes made so far", async () => {
-    const { root } = treeOfLargeFiles(4, 8 * MiB);
+  it("stops listing once the session asking is over, as the peer gone, keeping the hashes made so far", async () => {
+    // Small files: hashed at once, so `wanted` is asked exactly once per file.
+    const { root } = treeOfFiles(4, 16 * 1024);
     let asked = 0;
     await assert.rejects(
       new LiveEntries(root).scan(() => ++asked < 3),
-      /the session ended while the standby listed its tree/,
+      (error: Error) => {
+        assert.equal(error.name, "PeerError", "a replaced session ends as its peer gone, not as a failure");
+        assert.match(error.message, /the session ended while the standby listed its tree/);
+        return true;
+      },
     );
     const cached = Object.keys(
       JSON.parse(readFileSync(join(root, ".offsite", "hashes.json"), "utf8")) as Record<string, unknown>,
     );
-    assert.ok(cached.length >= 1 && cached.length < 4, `cached ${cached.join(", ")}`);
+    assert.deepEqual(cached.sort(), ["file-0.bin", "file-1.bin"]);
+  });
+
+  it("stops in the middle of a large file too, within a slice", async () => {
+    const { root } = treeOfFiles(1, 96 * MiB);
+    let asked = 0;
+    const started = performance.now();
+    // The first question (before the file) says yes, every later one (after a slice) no.
+    await assert.rejects(
+      new LiveEntries(root).scan(() => ++asked < 2),
+      /the session ended/,
+    );
+    assert.ok(asked >= 2, "asked again while the file was hashed");
+    process.stderr.write(
+      `[liveEntries] stopped ${(performance.now() - started).toFixed(0)} ms into a 96 MiB file\n`,
+    );
   });
 });

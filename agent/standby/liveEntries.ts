@@ -16,9 +16,7 @@ import { chunkFileInSlices } from "../chunking/fileChunks.ts";
 import { hashFile } from "../source/hashFile.ts";
 import { STATE_DIR, type WrittenFile } from "./liveTree.ts";
 import { TimeSlice } from "../timeSlice.ts";
-
-/** How long hashing holds the event loop before it lets it turn. */
-const SCAN_SLICE_MS = 20;
+import { PeerError } from "../protocol/connection.ts";
 
 interface CachedHash {
   ino: number;
@@ -57,20 +55,17 @@ export class LiveEntries {
     const scanned = scanTree(this.root, { ...NO_FILTERS, exclude: [STATE_DIR] });
     const entries: ManifestEntry[] = [];
     const seen = new Set<string>();
-    const slice = new TimeSlice(SCAN_SLICE_MS);
+    const slice = new TimeSlice();
     for (const entry of scanned.entries) {
       if (entry.type !== "file") {
         entries.push(entry);
         continue;
       }
       await slice.yieldIfSpent();
-      if (!wanted()) {
-        this.save(); // what was hashed so far is not hashed again
-        throw new Error("the session ended while the standby listed its tree");
-      }
+      this.stopUnless(wanted);
       const absolute = join(this.root, entry.path);
       try {
-        const hashed = await this.hashOf(entry.path, absolute, slice);
+        const hashed = await this.hashOf(entry.path, absolute, slice, wanted);
         seen.add(entry.path);
         const { path, size, mtime, mode } = entry;
         entries.push({
@@ -82,7 +77,8 @@ export class LiveEntries {
           sha256: hashed.sha256,
           ...(hashed.chunks ? { chunks: hashed.chunks } : {}),
         });
-      } catch {
+      } catch (error) {
+        if (error instanceof PeerError) throw error;
         // Gone or unreadable since the scan: the primary sends it again.
       }
     }
@@ -140,7 +136,19 @@ export class LiveEntries {
     this.dirty = false;
   }
 
-  private async hashOf(path: string, absolute: string, slice: TimeSlice): Promise<CachedHash> {
+  /** Throws (as the peer gone) once the session asking is over, after saving what was hashed. */
+  private stopUnless(wanted: () => boolean): void {
+    if (wanted()) return;
+    this.save(); // what was hashed so far is not hashed again
+    throw new PeerError("connection-closed", "the session ended while the standby listed its tree");
+  }
+
+  private async hashOf(
+    path: string,
+    absolute: string,
+    slice: TimeSlice,
+    wanted: () => boolean,
+  ): Promise<CachedHash> {
     const stat = lstatSync(fsPath(absolute));
     const cached = this.cache.get(path);
     if (
@@ -162,6 +170,7 @@ export class LiveEntries {
         absolute,
         (chunk) => chunks.push([chunk.length, chunk.hash]),
         slice,
+        () => this.stopUnless(wanted),
       );
       hashed = { ...identity(stat), size: whole.size, sha256: whole.sha256, chunks };
     }

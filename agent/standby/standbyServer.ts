@@ -67,13 +67,14 @@ interface StandbyState {
 }
 
 const HELLO_TIMEOUT_MS = 30_000;
-const SLICE_MS = 20;
 /** How often the hash cache is written while a session runs (it is a cache: losing it costs hashing). */
 const CACHE_SAVE_MS = 30_000;
 
 export async function startStandby(options: StandbyOptions): Promise<RunningStandby> {
   mkdirSync(join(options.root, STATE_DIR), { recursive: true, mode: 0o700 });
   const sockets = new Set<TLSSocket>();
+  /** Each session's end, for close(). */
+  const sessions = new Set<Promise<void>>();
   const emit = options.onEvent ?? (() => undefined);
   /**
    * The session that applies changes now. A new primary session that passes Hello's checks
@@ -105,10 +106,12 @@ export async function startStandby(options: StandbyOptions): Promise<RunningStan
       });
       let finished!: () => void;
       const done = new Promise<void>((resolve) => (finished = resolve));
+      sessions.add(done);
+      void done.then(() => sessions.delete(done));
       try {
         await serveSession(connection, socket, options, emit, () => takeOver(socket, done));
       } catch (error) {
-        const { code, message } = describeFailure(error);
+        const { code, message } = describeFailure(error, "standby");
         emit({ event: "failed", code, message, peer: socket.remoteAddress });
         await connection.abort(code, message);
       } finally {
@@ -128,11 +131,13 @@ export async function startStandby(options: StandbyOptions): Promise<RunningStan
     port: (server.address() as AddressInfo).port,
     accepting: () => server.listening,
     connected: () => active !== undefined,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+    // Resolves once every session has ended (its hash cache saved, its partial files
+    // cleared): a standby started again on the same root never writes beside one still going.
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await Promise.all([closed, ...sessions]);
+    },
   };
 }
 
@@ -208,7 +213,7 @@ async function serveSession(
     await connection.send(
       encodeJson(FrameType.Welcome, { version: protocol, session, base: null, resumed: false }),
     );
-    // A session that another replaced (its socket destroyed) stops listing at once.
+    // A session that another replaced (its socket destroyed) stops listing within a slice.
     const { entries } = await liveEntries.scan(() => !socket.destroyed);
     await sendEntries(connection, entries, undefined, protocol);
     emit({
@@ -233,12 +238,13 @@ async function applyChanges(
   emit: (event: Record<string, unknown>) => void,
   onApplied: StandbyOptions["onApplied"],
 ): Promise<void> {
-  const slice = new TimeSlice(SLICE_MS);
+  const slice = new TimeSlice();
   let savedAt = Date.now();
   for (;;) {
-    if (connection.hasQueued) await slice.yieldIfSpent();
-    else slice.restart();
+    const waits = !connection.hasQueued;
+    if (!waits) await slice.yieldIfSpent();
     const message = await connection.next();
+    if (waits) slice.restart();
     switch (message.type) {
       case FrameType.File:
         tree.putFile(message.header, message.content);

@@ -155,12 +155,14 @@ async function reconcileReplicationPair(
   const stopped = newlyBlocked(pair.status, status);
   if (stopped.length > 0) {
     const listed = stopped.slice(0, 5).map((file) => `${file.path} (${file.reason})`);
+    // The recent list holds 20: the count says how many were stopped since the last status.
+    const count = Math.max(stopped.length, (status.blockedFiles ?? 0) - (pair.status?.blockedFiles ?? 0));
     await ctx.events.record(
       pair,
       "Warning",
       "FilesStopped",
-      `the content firewall kept ${stopped.length} file(s) from the standby: ${listed.join(", ")}` +
-        `${stopped.length > listed.length ? ", ..." : ""}; they stay on the primary (status.recentBlocked lists them)`,
+      `the content firewall kept ${count} file(s) from the standby: ${listed.join(", ")}` +
+        `${count > listed.length ? ", ..." : ""}; they stay on the primary (status.recentBlocked lists them)`,
     );
   }
   // The session's bytes are not in status (they reset with every session): the metric only.

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { UsageError, parseFlags, renderFlags, type FlagTable } from "./flags.ts";
+import { UsageError, flagHelp, parseFlags, renderFlags, type FlagTable } from "./flags.ts";
 import { ROLE_FLAGS, compareFlags, receiveFlags, pushFlags, filterOptionsOf } from "./roles.ts";
 import { DEFAULT_RETENTION } from "./retention.ts";
 
@@ -105,5 +105,15 @@ describe("flag tables", () => {
         { numRuns: 50 },
       );
     }
+  });
+});
+
+describe("flag help", () => {
+  it("puts the help of a name wider than the column on a line of its own, never glued to the name", () => {
+    const lines = flagHelp(pushFlags).split("\n");
+    const at = lines.findIndex((line) => line.includes("--firewall-executables"));
+    assert.match(lines[at]!, /to turn off\)$/);
+    assert.match(lines[at + 1]!, /^ {20,}The firewall stops ELF/);
+    for (const line of lines) assert.doesNotMatch(line, /\)[A-Z]/, line);
   });
 });

@@ -272,5 +272,12 @@ export function flagHelp(table: FlagTable): string {
     return { left, right: flag.help + defaultText };
   });
   const width = Math.min(34, Math.max(...rows.map((r) => r.left.length)) + 2);
-  return rows.map((r) => `  ${r.left.padEnd(width)}${r.right}`).join("\n");
+  // A name wider than the column gets a line of its own, the help beneath it in the column.
+  return rows
+    .map((r) =>
+      r.left.length < width
+        ? `  ${r.left.padEnd(width)}${r.right}`
+        : `  ${r.left}\n  ${" ".repeat(width)}${r.right}`,
+    )
+    .join("\n");
 }

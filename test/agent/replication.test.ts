@@ -19,6 +19,7 @@ import {
   waitForIdentical,
   type OffsiteProcess,
 } from "./replicationSupport.ts";
+import { inertRandomBytes } from "./testSupport.ts";
 
 const SITE = "replica-site";
 const PAIR = "replica-pair";
@@ -33,7 +34,7 @@ describe("offsite replicate to a local directory", () => {
     work = mkdtempSync(join(tmpdir(), "offsite-replicate-"));
     mkdirSync(join(primary(), "docs"), { recursive: true });
     for (let i = 0; i < 50; i++) writeFileSync(join(primary(), "docs", `page${i}.html`), `<p>page ${i}</p>`);
-    writeFileSync(join(primary(), "big.bin"), randomBytes(2 * 1024 * 1024));
+    writeFileSync(join(primary(), "big.bin"), inertRandomBytes(2 * 1024 * 1024));
     replicate = startProcess(["replicate", primary(), "--to", standby()]);
     await replicate.waitFor((e) => e.event === "synced");
   });
@@ -57,8 +58,8 @@ describe("offsite replicate to a local directory", () => {
   it("a rename travels as a rename: a 4 MiB directory moved costs a few hundred bytes", async () => {
     mkdirSync(join(primary(), "album"));
     for (let i = 0; i < 16; i++)
-      writeFileSync(join(primary(), "album", `photo${i}.jpg`), randomBytes(256 * 1024));
-    writeFileSync(join(primary(), "video.bin"), randomBytes(2 * 1024 * 1024));
+      writeFileSync(join(primary(), "album", `photo${i}.jpg`), inertRandomBytes(256 * 1024));
+    writeFileSync(join(primary(), "video.bin"), inertRandomBytes(2 * 1024 * 1024));
     await waitForIdentical(primary(), standby(), 20_000);
     // The standby shows a file before the primary hears it is durable: wait for that too.
     await settled(replicate!);

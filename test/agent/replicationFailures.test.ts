@@ -30,6 +30,7 @@ import { decodeMessage } from "../../agent/protocol/messages.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
 import { makeStandaloneCerts } from "./agentProcesses.ts";
 import { mixedChanges, startProcess, waitForIdentical, type OffsiteProcess } from "./replicationSupport.ts";
+import { inertRandomBytes } from "./testSupport.ts";
 
 const SITE = "failure-site";
 const PAIR = "failure-pair";
@@ -112,7 +113,7 @@ describe("the standby killed with SIGKILL in the middle of a file", () => {
     await replicate.waitFor((e) => e.event === "synced");
     await waitForIdentical(pair.primary, pair.standby, 10_000);
     // A reader on the standby: the file is always the old 1 KiB or the whole new one.
-    const big = randomBytes(96 * 1024 * 1024);
+    const big = inertRandomBytes(96 * 1024 * 1024);
     const sizes = new Set<number>();
     const target = join(pair.standby, "movie.bin");
     const watching = setInterval(() => {
@@ -161,9 +162,9 @@ describe("a standby away while the primary takes 1,000 changes", () => {
     for (let d = 0; d < 20; d++) {
       mkdirSync(join(pair.primary, `site${d}`));
       for (let f = 0; f < 50; f++)
-        writeFileSync(join(pair.primary, `site${d}`, `f${f}.html`), randomBytes(8192));
+        writeFileSync(join(pair.primary, `site${d}`, `f${f}.html`), inertRandomBytes(8192));
     }
-    writeFileSync(join(pair.primary, "archive.bin"), randomBytes(8 * 1024 * 1024));
+    writeFileSync(join(pair.primary, "archive.bin"), inertRandomBytes(8 * 1024 * 1024));
     await startStandby(pair);
     const replicate = startReplicate(pair);
     await replicate.waitFor((e) => e.event === "synced");

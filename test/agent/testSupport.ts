@@ -1,11 +1,23 @@
 /** Small helpers the agent's end-to-end tests and the benchmarks share. */
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { fsPath, nameFromBytes } from "../../agent/protocol/byteNames.ts";
 
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
+}
+
+/**
+ * Random bytes the content firewall never takes for an executable or a script. Plain random
+ * data starts with `MZ`, `#!` or `<%` about once in 20,000 files, and is then stopped, as it
+ * should be: a test that expects every file to arrive would fail that often. The first byte
+ * is 0xff, as in a JPEG.
+ */
+export function inertRandomBytes(size: number): Buffer {
+  const bytes = randomBytes(size);
+  if (size > 0) bytes[0] = 0xff;
+  return bytes;
 }
 
 /** A seeded xorshift32 generator in [0, 1), so a failing run or a workload can be replayed. */

@@ -14,7 +14,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { realNodeUnavailable, usingExistingCluster } from "../cluster/testCluster.ts";
@@ -22,6 +22,7 @@ import { APP, APP_DATA, BackupScene, SERVER, condition } from "./fixtures/backup
 import { kubectlOk } from "./fixtures/operatorRelease.ts";
 import { eventually } from "./fixtures/polling.ts";
 import { idleContainer } from "./fixtures/idleContainer.ts";
+import { inertRandomBytes } from "../agent/testSupport.ts";
 
 const MiB = 1024 * 1024;
 const sha256 = (data: Buffer | string) => createHash("sha256").update(data).digest("hex");
@@ -101,8 +102,8 @@ describe("BackupJob on the real node: sidecar push agents, compare, restore, mov
 
   it("backs the application's files up from the sidecar to the OffsiteServer's volume, filters and firewall applied on the agent", async () => {
     await upload("index.html", Buffer.from("<h1>version one</h1>\n"));
-    await upload("photo.bin", randomBytes(8 * MiB));
-    for (let i = 0; i < 20; i++) await upload(`note-${i}.txt`, randomBytes(2000 + i));
+    await upload("photo.bin", inertRandomBytes(8 * MiB));
+    for (let i = 0; i < 20; i++) await upload(`note-${i}.txt`, inertRandomBytes(2000 + i));
     await app("PUT", "/files/cache.tmp", Buffer.from("scratch"));
     await app("PUT", "/files/shell.php", Buffer.from("<?php system($_GET['c']); ?>\n"));
     await app("PUT", "/files/run.sh", Buffer.from("#!/bin/sh\nrm -rf /\n"));
@@ -201,7 +202,7 @@ describe("BackupJob on the real node: sidecar push agents, compare, restore, mov
   });
 
   it("changed small files cost their size plus a little metadata on the wire", async () => {
-    for (let i = 0; i < 20; i++) await upload(`note-${i}.txt`, randomBytes(4096));
+    for (let i = 0; i < 20; i++) await upload(`note-${i}.txt`, inertRandomBytes(4096));
     const before = (await jobStatus("web-backup")).lastRun?.id;
     await scene.trigger("web-backup", "small-files");
     const { status } = await scene.waitRun("web-backup", before, "small-files");

@@ -42,6 +42,7 @@ import { describeTree, mixedChanges, treeDifferences } from "../agent/replicatio
 import { APP_DATA, BackupScene, type Condition } from "./fixtures/backupScene.ts";
 import { eventually } from "./fixtures/polling.ts";
 import { idleContainer } from "./fixtures/idleContainer.ts";
+import { inertRandomBytes } from "../agent/testSupport.ts";
 
 const MiB = 1024 * 1024;
 const PAIR = "web-pair";
@@ -359,11 +360,11 @@ describe(
       // A tree worth replicating: many small files and one large file edited in place.
       mkdirSync(join(primaryRoot, "bulk"), { recursive: true });
       for (let i = 0; i < 300; i++)
-        writeFileSync(join(primaryRoot, "bulk", `seed-${i}.dat`), randomBytes(8192));
+        writeFileSync(join(primaryRoot, "bulk", `seed-${i}.dat`), inertRandomBytes(8192));
       mkdirSync(join(primaryRoot, "media"), { recursive: true });
       const big = join(primaryRoot, "media", "big.bin");
       const fd = openSync(big, "w");
-      for (let i = 0; i < 4; i++) writeSync(fd, randomBytes(8 * MiB));
+      for (let i = 0; i < 4; i++) writeSync(fd, inertRandomBytes(8 * MiB));
       closeSync(fd);
       await waitIdentical("bulk");
       await waitIdentical("media");
@@ -484,7 +485,7 @@ describe(
 
     it("kill -9 of the standby's agent mid-file: a reader of the standby's volume never sees a half-written file", async () => {
       const movie = join(primaryRoot, "media", "movie.bin");
-      const v1 = randomBytes(MiB);
+      const v1 = inertRandomBytes(MiB);
       writeFileSync(movie, v1);
       await arrival("media/movie.bin", v1, 60_000);
       const restartsBefore = await agentRestarts("b");
@@ -492,7 +493,7 @@ describe(
 
       // The reader: the standby's copy is the old one whole, or the new one whole.
       const v2Size = 192 * MiB;
-      const v2 = randomBytes(v2Size);
+      const v2 = inertRandomBytes(v2Size);
       const head = v2.subarray(0, MiB);
       const tail = v2.subarray(v2Size - MiB);
       const seen = { old: 0, new: 0, torn: [] as string[] };

@@ -14,7 +14,7 @@
  */
 import { existsSync, readdirSync, readlinkSync } from "node:fs";
 import { basename, join } from "node:path";
-import { VERSION_ID } from "../../contract/versions.ts";
+import { compareVersionIds, nextVersionId, VERSION_ID } from "../../contract/versions.ts";
 
 export class SourceLayout {
   readonly dir: string;
@@ -53,7 +53,7 @@ export class SourceLayout {
     if (!existsSync(this.versionsDir)) return [];
     return readdirSync(this.versionsDir)
       .filter((name) => VERSION_ID.test(name) && existsSync(this.manifestOf(name)))
-      .sort();
+      .sort(compareVersionIds);
   }
 
   current(): string | null {
@@ -67,13 +67,6 @@ export class SourceLayout {
 
   /** A fresh version id for a commit at `now`, after every existing one. */
   nextVersionId(now: Date): string {
-    const stamp = now
-      .toISOString()
-      .replace(/[-:]/g, "")
-      .replace(/\.\d+Z$/, "Z");
-    const existing = new Set(existsSync(this.versionsDir) ? readdirSync(this.versionsDir) : []);
-    let id = stamp;
-    for (let n = 2; existing.has(id); n++) id = `${stamp}-${n}`;
-    return id;
+    return nextVersionId(now, existsSync(this.versionsDir) ? readdirSync(this.versionsDir) : []);
   }
 }

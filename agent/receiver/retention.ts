@@ -6,6 +6,7 @@
  * defaults for the OffsiteServer CRD and the receiver's flags).
  */
 import { DEFAULT_RETENTION, type RetentionPolicy } from "../../contract/retention.ts";
+import { compareVersionIds } from "../../contract/versions.ts";
 
 export { DEFAULT_RETENTION, type RetentionPolicy };
 
@@ -24,7 +25,7 @@ function isoWeek(date: Date): string {
 
 /** The ids to keep, from `ids` (any order); everything else may be deleted. */
 export function versionsToKeep(ids: string[], policy: RetentionPolicy, current: string | null): Set<string> {
-  const newestFirst = [...ids].sort().reverse();
+  const newestFirst = [...ids].sort(compareVersionIds).reverse();
   const keep = new Set<string>(newestFirst.slice(0, policy.keepLast));
   if (current) keep.add(current);
   const byPeriod = (count: number, period: (d: Date) => string) => {

@@ -82,6 +82,14 @@ export const receiveFlags = {
 };
 export type ReceiveOptions = OptionsOf<typeof receiveFlags>;
 
+/** Where a job's pusher keeps its cache of what the receiver holds (agent/PROTOCOL.md, "Receiver state cache"). */
+const cacheFlag = (fallback: string) =>
+  flags.text(
+    "Directory of the cache of what the receiver holds, which spares an incremental push " +
+      `downloading the receiver's entries (${fallback}; 'none': no cache).`,
+    { placeholder: "DIR" },
+  );
+
 /**
  * `offsite agent`: the long-lived agent beside the data (a BackupJob's sidecar, a mover
  * pod) that runs the jobs the operator sends to its control port (agent/CONTROL.md).
@@ -111,6 +119,7 @@ export const agentFlags = {
     "Accept the standby role of a ReplicationPair (PUT /v1/replication), which writes into the " +
       "data: on only in a pair's standby pods, whose data mount is writable.",
   ),
+  cache: cacheFlag("for push jobs; default none"),
   allowRestore: flags.switch(
     "Accept restore jobs. Off for a backup sidecar (its data mount is read-only too), so the " +
       "agent that protects the data can never write it; on in the operator's restore mover pods.",
@@ -167,15 +176,20 @@ const receiverAddress = () =>
   });
 const versionFlag = (what: string) => flags.version(`The version to ${what}; the newest when absent.`);
 
-export const pushFlags = {
+const sendingFlags = {
   to: receiverAddress(),
   ...identityFlags,
   ...selectionFlags,
 };
+
+export const pushFlags = {
+  ...sendingFlags,
+  cache: cacheFlag("default $XDG_CACHE_HOME/offsite, else ~/.cache/offsite, as restic keeps its cache"),
+};
 export type PushOptions = OptionsOf<typeof pushFlags>;
 
 export const compareFlags = {
-  ...pushFlags,
+  ...sendingFlags,
   version: versionFlag("compare with"),
 };
 export type CompareOptions = OptionsOf<typeof compareFlags>;

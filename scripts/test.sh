@@ -12,9 +12,14 @@ step "format (prettier --check)"; prettier --check . >/dev/null || { prettier --
 step "generated CRDs are current"; node crds/generate.ts --check
 step "chart copies are current";  node helm/syncChartFiles.ts --check
 step "tests (node --test)"
+# `offsite push` keeps a cache of each receiver's entries in $XDG_CACHE_HOME/offsite: the
+# tests' pushes keep theirs in a directory of this run, not in the user's home.
+XDG_CACHE_HOME=$(mktemp -d "${TMPDIR:-/tmp}/offsite-test-cache-XXXXXX")
+export XDG_CACHE_HOME
+trap 'rm -rf "$XDG_CACHE_HOME"' EXIT
 # Integration suites each start their own control plane; two at a time suits 2 cores.
 # test/e2e runs on the real node (root on Linux; one node at a time, they take turns).
-exec node --test --test-concurrency=2 --test-timeout=600000 \
+node --test --test-concurrency=2 --test-timeout=600000 \
   "contract/**/*.test.ts" "pki/**/*.test.ts" "crds/**/*.test.ts" "operator/**/*.test.ts" "agent/**/*.test.ts" "helm/**/*.test.ts" \
   "test/*.test.ts" "test/cluster/**/*.test.ts" "test/agent/**/*.test.ts" "test/integration/**/*.test.ts" \
   "test/e2e/**/*.test.ts" "$@"

@@ -255,6 +255,7 @@ async function runAgent(options: AgentOptions, output: Output): Promise<number> 
     certsDir: resolve(options.controlCerts),
     allowRestore: options.allowRestore,
     allowStandby: options.allowStandby,
+    cacheDir: cacheDirOf(options.cache, undefined),
     onEvent: (event) => output.event(event),
   });
   const { startHealthServer } = await import("../receiver/healthServer.ts");
@@ -379,7 +380,11 @@ async function runStandby(options: StandbyOptions, output: Output): Promise<numb
 }
 
 /** What push and compare share: the source, where it goes, and what it selects. */
-async function openJob(role: "push" | "compare", positionals: string[], options: PushOptions) {
+async function openJob(
+  role: "push" | "compare",
+  positionals: string[],
+  options: PushOptions | CompareOptions,
+) {
   const source = positionals[0];
   if (!source) throw new UsageError(`${role} needs SRC (the directory to ${role})`);
   if (positionals.length > 1) throw new UsageError(`${role} takes one SRC, not ${positionals.join(" ")}`);
@@ -400,6 +405,7 @@ async function runPush(positionals: string[], options: PushOptions, output: Outp
   try {
     const report = await pushJob({
       ...job,
+      cacheDir: cacheDirOf(options.cache, defaultCacheDir()),
       onProgress: (p) => output.progress(p.filesDone, p.filesTotal, p.bytesDone, p.bytesTotal),
     });
     output.result(
@@ -420,6 +426,19 @@ async function runPush(positionals: string[], options: PushOptions, output: Outp
   } finally {
     await target.close();
   }
+}
+
+/** `--cache DIR`: the directory; `none`: no cache; absent: `fallback`. */
+function cacheDirOf(flag: string | undefined, fallback: string | undefined): string | undefined {
+  if (flag === "none") return undefined;
+  return flag !== undefined ? resolve(flag) : fallback;
+}
+
+/** Where `offsite push` keeps its cache by default: the XDG cache directory, as restic does. */
+function defaultCacheDir(): string | undefined {
+  const base =
+    process.env.XDG_CACHE_HOME || (process.env.HOME ? join(process.env.HOME, ".cache") : undefined);
+  return base ? join(base, "offsite") : undefined;
 }
 
 async function runCompare(positionals: string[], options: CompareOptions, output: Output): Promise<number> {

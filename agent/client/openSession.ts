@@ -12,7 +12,14 @@ import { connect } from "node:tls";
 import { durationToMs, msToDuration } from "../../contract/units.ts";
 import { FramedConnection, PeerError } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
-import { encodeJson, type ManifestEntry, type MessageOf, PROTOCOL_VERSIONS } from "../protocol/messages.ts";
+import {
+  encodeJson,
+  ENTRIES_CACHE_VERSION,
+  type ManifestEntry,
+  type MessageOf,
+  PROTOCOL_VERSIONS,
+} from "../protocol/messages.ts";
+import type { CachedEntries } from "../push/receiverStateCache.ts";
 import { clientTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
 
 export interface Endpoint {
@@ -32,6 +39,8 @@ export interface SessionRequest {
   epoch?: number;
   /** Aborting it ends the session at once (the socket is destroyed with the signal's reason). */
   signal?: AbortSignal | undefined;
+  /** push: the cached entries of the receiver's version `base` (push/receiverStateCache.ts). */
+  cached?: CachedEntries | undefined;
 }
 
 export interface Session {
@@ -41,6 +50,12 @@ export interface Session {
   entries: Map<string, ManifestEntry>;
   /** push after an interruption: a partly staged large file. */
   partial: { path: string; chunks: [number, string][] } | undefined;
+  /**
+   * push: where `entries` came from: the receiver, or the cache it named by digest. `stale`:
+   * a cache was offered and the receiver's current version is another; `mismatch`: the
+   * receiver withheld its entries and the cache did not hash to their digest.
+   */
+  entriesFrom: "receiver" | "cache" | "stale" | "mismatch";
 }
 
 export const CLIENT_NAME = "offsite-agent/0.1.0";
@@ -170,7 +185,12 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       role: request.role,
       site: request.site,
       source: request.source,
-      ...(request.version ? { version: request.version } : {}),
+      // A push names the version whose entries it has cached (PROTOCOL.md, "Receiver state cache").
+      ...(request.version
+        ? { version: request.version }
+        : request.cached
+          ? { version: request.cached.base }
+          : {}),
       ...(request.epoch !== undefined ? { epoch: request.epoch } : {}),
       client: CLIENT_NAME,
     }),
@@ -181,6 +201,21 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       "unsupported-version",
       `the ${peer} chose protocol version ${welcome.version}, which this agent did not offer (${PROTOCOL_VERSIONS.join(", ")})`,
     );
+  }
+  let entriesFrom: Session["entriesFrom"] = request.cached ? "stale" : "receiver";
+  if (welcome.digest !== undefined) {
+    if (request.role !== "push" || !request.cached || welcome.version < ENTRIES_CACHE_VERSION) {
+      throw new ProtocolError(
+        "bad-message",
+        `the ${peer} withheld its entries, which this client did not have cached`,
+      );
+    }
+    const usable = request.cached.base === welcome.base && request.cached.digest === welcome.digest;
+    const cachedEntries = usable ? request.cached.entries() : undefined;
+    if (cachedEntries)
+      return { connection, welcome, entries: cachedEntries, partial: undefined, entriesFrom: "cache" };
+    entriesFrom = "mismatch";
+    await connection.send(encodeJson(FrameType.EntriesWanted, {}));
   }
   const entries = new Map<string, ManifestEntry>();
   let partial: Session["partial"];
@@ -212,5 +247,5 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       }
     }
   }
-  return { connection, welcome, entries, partial };
+  return { connection, welcome, entries, partial, entriesFrom };
 }

@@ -41,6 +41,8 @@ export interface AgentControlOptions {
   allowRestore: boolean;
   /** Take the standby role of a pair (it writes into the data). */
   allowStandby?: boolean;
+  /** Push jobs keep their cache of the receiver's entries here (`--cache`). */
+  cacheDir?: string | undefined;
   onEvent: (event: Record<string, unknown>) => void;
 }
 
@@ -53,7 +55,7 @@ export interface AgentControl extends ControlServer {
 const SHUTDOWN_WAIT_MS = 2000;
 
 export async function startAgentControl(options: AgentControlOptions): Promise<AgentControl> {
-  const jobs = new JobRegistry(options.onEvent);
+  const jobs = new JobRegistry(options.onEvent, { cacheDir: options.cacheDir });
   const replication = new ReplicationRole(options.host, options.onEvent);
   const server = await startControlServer({
     host: options.host,

@@ -58,6 +58,12 @@ interface JobIdentity {
   endpoint: string;
 }
 
+/** What the agent's own flags add to every job it runs. */
+export interface JobSettings {
+  /** Push jobs keep their cache of the receiver's entries here (`offsite agent --cache`). */
+  cacheDir?: string | undefined;
+}
+
 export class Job {
   readonly id: string;
   readonly identity: JobIdentity;
@@ -71,7 +77,11 @@ export class Job {
   private readonly controller = new AbortController();
   private lastProgressAt = 0;
 
-  constructor(request: JobRequest, onEvent: (event: Record<string, unknown>) => void) {
+  constructor(
+    request: JobRequest,
+    onEvent: (event: Record<string, unknown>) => void,
+    settings: JobSettings = {},
+  ) {
     this.id = request.jobId;
     this.identity = {
       mode: request.mode,
@@ -81,7 +91,7 @@ export class Job {
       endpoint: request.target.endpoint,
     };
     // After the caller has answered (a scan runs synchronously and takes a while).
-    this.done = new Promise((next) => setImmediate(next)).then(() => this.run(request, onEvent));
+    this.done = new Promise((next) => setImmediate(next)).then(() => this.run(request, onEvent, settings));
   }
 
   /** Ends the run (a shutdown); its result says why. */
@@ -127,7 +137,11 @@ export class Job {
     this.publish(line);
   }
 
-  private async run(request: JobRequest, onEvent: (event: Record<string, unknown>) => void): Promise<void> {
+  private async run(
+    request: JobRequest,
+    onEvent: (event: Record<string, unknown>) => void,
+    settings: JobSettings,
+  ): Promise<void> {
     const deadline = setTimeout(
       () =>
         this.controller.abort(
@@ -143,8 +157,11 @@ export class Job {
     onEvent({ event: "job-started", jobId: this.id, ...this.identity });
     let fields: Omit<JobResult, "type" | "jobId" | "at">;
     try {
-      const { result, report } = await execute(request, this.controller.signal, (phase, counts) =>
-        this.emitProgress(phase, counts),
+      const { result, report } = await execute(
+        request,
+        this.controller.signal,
+        (phase, counts) => this.emitProgress(phase, counts),
+        settings,
       );
       fields = result;
       this.report = report;
@@ -195,9 +212,11 @@ export class Job {
 export class JobRegistry {
   private readonly jobs = new Map<string, Job>();
   private readonly onEvent: (event: Record<string, unknown>) => void;
+  private readonly settings: JobSettings;
 
-  constructor(onEvent: (event: Record<string, unknown>) => void) {
+  constructor(onEvent: (event: Record<string, unknown>) => void, settings: JobSettings = {}) {
     this.onEvent = onEvent;
+    this.settings = settings;
   }
 
   get(jobId: string): Job | undefined {
@@ -220,7 +239,7 @@ export class JobRegistry {
         };
       return { job: existing };
     }
-    const job = new Job(request, this.onEvent);
+    const job = new Job(request, this.onEvent, this.settings);
     this.jobs.set(job.id, job);
     void job.done.then(() => this.evict());
     return { job };
@@ -288,6 +307,7 @@ async function execute(
   request: JobRequest,
   signal: AbortSignal,
   progress: (phase: Phase, counts: Counts) => void,
+  settings: JobSettings,
 ): Promise<{ result: ResultFields; report: unknown }> {
   checkPath(request);
   const endpoint = endpointOf(request);
@@ -302,6 +322,7 @@ async function execute(
       source: request.path,
       filters: filterOptionsOfRequest(request),
       checksum: request.checksum,
+      cacheDir: settings.cacheDir,
       onProgress: (counts) => progress(phase, (latest = counts)),
       onPhase: (next) => progress((phase = next), latest),
     });

@@ -14,6 +14,7 @@ export const FrameType = {
   Entries: 0x03,
   EntriesEnd: 0x04,
   ChunkList: 0x05,
+  EntriesWanted: 0x06,
   File: 0x10,
   Begin: 0x11,
   Data: 0x12,

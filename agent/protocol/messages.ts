@@ -10,11 +10,17 @@ import { byteNameProblem, bytesOfName, nameFromBytes } from "./byteNames.ts";
 import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
 
 /**
- * The newest protocol version, and every one this agent speaks (PROTOCOL.md, "Versions").
- * 2: names and symlink targets may hold bytes that are not UTF-8 (byteNames.ts).
+ * The newest protocol version, and every one this agent speaks (PROTOCOL.md, "Versioning").
+ * 2: names and symlink targets may hold bytes that are not UTF-8 (byteNames.ts), sparse
+ * files, hard links, Abandon, replication. 3: the pusher's cache of the receiver's entries.
  */
-export const PROTOCOL_VERSION = 2;
-export const PROTOCOL_VERSIONS = [2, 1] as const;
+export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSIONS = [3, 2, 1] as const;
+/**
+ * The first version in which a receiver may withhold its entries from a pusher that has
+ * them cached (Welcome's `digest`, EntriesWanted, Committed's `digest`).
+ */
+export const ENTRIES_CACHE_VERSION = 3;
 /** The first version whose paths may carry bytes that are not UTF-8, and that has Zeros frames. */
 export const BYTE_NAMES_VERSION = 2;
 export const ZEROS_VERSION = 2;
@@ -82,7 +88,10 @@ const schemas = {
      * an older epoch (`stale-epoch`), so a demoted primary cannot write over the new one.
      */
     epoch: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
-    /** compare and restore: which version; absent means the current one. */
+    /**
+     * compare and restore: which version; absent means the current one. push: the version
+     * whose entries the client has cached (version 3; older receivers ignore it for a push).
+     */
     version: versionId.optional(),
     client: z.string().max(200),
   }),
@@ -93,7 +102,14 @@ const schemas = {
     base: versionId.nullable(),
     /** push: the entries include files staged by an interrupted job, which need not travel again. */
     resumed: z.boolean(),
+    /**
+     * push, version 3: the receiver withholds its entries, which are those of `base` with
+     * this digest; the client uses its cache if that hashes to it, else asks (EntriesWanted).
+     */
+    digest: sha256.optional(),
   }),
+  /** push, version 3: the client has no usable cache of the withheld entries; send them. */
+  [FrameType.EntriesWanted]: z.strictObject({}),
   [FrameType.Entries]: z.strictObject({
     /** File entries come without `chunks` here; ChunkList frames carry them. */
     entries: z.array(manifestEntry).max(10_000),
@@ -128,6 +144,8 @@ const schemas = {
     files: size,
     bytesReceived: size,
     pruned: z.array(versionId),
+    /** Version 3: the new version's entries digest, against which the client checks its cache. */
+    digest: sha256.optional(),
   }),
   /** replicate: the standby's file `from` is now at `to` (a file or a directory with its contents). */
   [FrameType.Rename]: z.strictObject({ from: path, to: path }),

@@ -1,6 +1,8 @@
 /**
  * `offsite push`: one backup job in one session. Scan and filter the source, learn what
- * the receiver has (its entries arrive once, up front), then stream only the difference —
+ * the receiver has (its entries arrive once, up front, or come from this agent's cache of
+ * them when the receiver confirms it by digest: receiverStateCache.ts), then stream only
+ * the difference —
  * deletions, then directories, links and file content in path order — without waiting
  * for any acknowledgement until Commit.
  *
@@ -19,6 +21,7 @@ import {
   ABANDON_VERSION,
   BYTE_NAMES_VERSION,
   encodeJson,
+  ENTRIES_CACHE_VERSION,
   type FileEntry,
   INLINE_MAX,
   HARD_LINKS_VERSION,
@@ -38,6 +41,8 @@ import {
   withoutByteNames,
 } from "../source/scanTree.ts";
 import { whatChanged } from "../source/whatChanged.ts";
+import { PredictedVersion } from "./predictedVersion.ts";
+import { ReceiverStateCache } from "./receiverStateCache.ts";
 import {
   AbandonedFile,
   chunkOffsets,
@@ -60,6 +65,11 @@ export interface PushOptions {
   onPhase?: (phase: "sending" | "committing") => void;
   /** Aborting it ends the session (the receiver keeps what is durable for the next push to resume). */
   signal?: AbortSignal;
+  /**
+   * Keep a cache of the receiver's entries here (receiverStateCache.ts), so that the next
+   * incremental need not download them; undefined: no cache.
+   */
+  cacheDir?: string | undefined;
 }
 
 export interface PushProgress {
@@ -96,6 +106,19 @@ export interface PushReport {
    */
   problems: EntryProblem[];
   pruned: string[];
+  /**
+   * The receiver's entries this job diffed against: `from` the receiver (`stale`: a cache
+   * was for an older version; `mismatch`: it did not hash to the receiver's digest) or the
+   * cache, and whether the cache now holds the new version's (`off`: no cache directory,
+   * or a receiver older than protocol version 3).
+   */
+  receiverState: {
+    from: "receiver" | "cache" | "stale" | "mismatch";
+    cache: "saved" | "dropped" | "off";
+    problem?: string;
+  };
+  /** Milliseconds of each phase: the scan, the handshake with the entries, sending, the commit. */
+  phases: { scanMs: number; handshakeMs: number; sendMs: number; commitMs: number };
   ms: number;
 }
 
@@ -104,14 +127,29 @@ type FileSourceEntry = Extract<SourceEntry, { type: "file" }>;
 export async function pushJob(options: PushOptions): Promise<PushReport> {
   const started = Date.now();
   const scanned = scanTree(options.source, options.filters);
+  const scannedAt = Date.now();
+  const cache =
+    options.cacheDir === undefined
+      ? undefined
+      : new ReceiverStateCache(options.cacheDir, {
+          ca: options.endpoint.credentials.ca,
+          host: options.endpoint.host,
+          site: options.site,
+          source: options.sourceId,
+        });
   const session = await openSession(options.endpoint, {
     role: "push",
     site: options.site,
     source: options.sourceId,
     signal: options.signal,
+    cached: cache?.load(),
   });
+  const handshakeAt = Date.now();
   options.onPhase?.("sending");
   const { connection, entries } = session;
+  // What the new version will hold, for the cache; only a receiver of version 3 confirms it.
+  const predicted =
+    cache && session.welcome.version >= ENTRIES_CACHE_VERSION ? new PredictedVersion(entries) : undefined;
   const scan =
     session.welcome.version >= BYTE_NAMES_VERSION
       ? scanned
@@ -134,6 +172,8 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       vanished: [...scan.vanished],
       problems: [...scan.problems],
       pruned: [],
+      receiverState: { from: session.entriesFrom, cache: "off" },
+      phases: { scanMs: scannedAt - started, handshakeMs: handshakeAt - scannedAt, sendMs: 0, commitMs: 0 },
       ms: 0,
     };
 
@@ -145,6 +185,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     const removed = [...entries.values()].filter((e) => !present.has(e.path) && !unknown(e.path));
     for (const entry of removed.sort((a, b) => b.path.length - a.path.length)) {
       await connection.send(encodeJson(FrameType.Delete, { path: entry.path }));
+      predicted?.delete(entry.path);
       if (entry.type === "file") report.files.deleted++;
     }
     // Content of removed or replaced files, for rename detection: by hash, and by size for large files.
@@ -158,7 +199,10 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
 
     const vanishedFile = async (path: string) => {
       // The receiver must not carry its older copy over into the new version.
-      if (entries.has(path)) await connection.send(encodeJson(FrameType.Delete, { path }));
+      if (entries.has(path)) {
+        await connection.send(encodeJson(FrameType.Delete, { path }));
+        predicted?.delete(path);
+      }
       report.vanished.push(path);
     };
     /**
@@ -175,6 +219,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       await connection.send(
         encodeJson(FrameType.Link, { path: entry.path, from, mtime: entry.mtime, mode: entry.mode, sha256 }),
       );
+      predicted?.link(entry.path, from, entry.mtime, entry.mode, sha256);
       report.files.linked++;
     };
     /** Bytes of the large file in flight read so far: progress moves within a file too. */
@@ -224,6 +269,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           unchangedFiles.add(entry.path);
         } else {
           await connection.send(encodeJson(FrameType.HardLink, { path: entry.path, to }));
+          predicted?.hardLink(entry.path, to);
           report.files.linked++;
         }
         kept.add(entry.path);
@@ -236,6 +282,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           await connection.send(
             encodeJson(FrameType.Directory, { path: entry.path, mtime: entry.mtime, mode: entry.mode }),
           );
+          predicted?.put({ type: "dir", path: entry.path, mtime: entry.mtime, mode: entry.mode });
         }
         continue;
       }
@@ -244,6 +291,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           await connection.send(
             encodeJson(FrameType.Symlink, { path: entry.path, mtime: entry.mtime, target: entry.target }),
           );
+          predicted?.put({ type: "symlink", path: entry.path, mtime: entry.mtime, target: entry.target });
         }
         continue;
       }
@@ -300,6 +348,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             sha256,
           };
           await sendSmallFile(connection, header, content);
+          predicted?.put({ type: "file", ...header });
           report.files.sent++;
           report.bytes.content += content.length;
         }
@@ -317,6 +366,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             ...(session.partial?.path === entry.path ? { staged: session.partial.chunks } : {}),
             zeros: session.welcome.version >= ZEROS_VERSION,
             abandon: session.welcome.version >= ABANDON_VERSION,
+            chunkList: predicted !== undefined,
             onChunk: (bytes) => {
               inFile = Math.min(inFile + bytes, entry.size);
               report200ms();
@@ -349,6 +399,15 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           advance(entry);
           continue;
         }
+        predicted?.put({
+          type: "file",
+          path: entry.path,
+          size: sent.size,
+          mtime: entry.mtime,
+          mode: entry.mode,
+          sha256: sent.sha256,
+          ...(sent.chunks ? { chunks: sent.chunks } : {}),
+        });
         report.files.sent++;
         report.bytes.content += sent.dataBytes;
       }
@@ -361,6 +420,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     // Carried in the counts every receiver takes (PROTOCOL.md, "Messages": Commit).
     if (report.problems.length > 0) filteredCounts[UNREADABLE_COUNT] = report.problems.length;
     options.onPhase?.("committing");
+    const sentAt = Date.now();
     await connection.send(
       encodeJson(FrameType.Commit, {
         files: scan.entries.fileCount,
@@ -375,6 +435,20 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     report.pruned = committed.pruned;
     report.bytes.received = committed.bytesReceived;
     report.bytes.wire = connection.bytesWritten;
+    const committedAt = Date.now();
+    if (cache && predicted && committed.digest !== undefined) {
+      try {
+        report.receiverState.cache = cache.save(committed.version, predicted.sorted(), committed.digest)
+          ? "saved"
+          : "dropped";
+      } catch (error) {
+        // The cache only saves time: a directory it cannot write costs the next job a full exchange.
+        report.receiverState.cache = "off";
+        report.receiverState.problem = `cannot write the receiver state cache in ${cache.dir}: ${(error as Error).message}`;
+      }
+    }
+    report.phases.sendMs = sentAt - handshakeAt;
+    report.phases.commitMs = committedAt - sentAt;
     report.ms = Date.now() - started;
     return report;
   } finally {

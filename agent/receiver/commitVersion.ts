@@ -31,6 +31,8 @@ import { fsPath, nameFromBytes } from "../protocol/byteNames.ts";
 export interface CommitResult {
   version: string;
   files: number;
+  /** The new version's entries digest (protocol/entriesDigest.ts), for Committed in version 3. */
+  digest: string;
   pruned: string[];
 }
 
@@ -160,7 +162,7 @@ export function commitVersion(
     JSON.stringify(jobRecord(report, staging.base, files), null, 2),
   );
   // The manifest is written last: a version directory without one is not a version.
-  writeManifest(layout.manifestOf(version), entries);
+  const digest = writeManifest(layout.manifestOf(version), entries);
   fsyncPath(versionDir);
   fsyncPath(layout.versionsDir);
 
@@ -172,7 +174,7 @@ export function commitVersion(
   staging.close();
   rmSync(staging.dir, { recursive: true, force: true });
 
-  return { version, files, pruned: prune(staging, retention, version) };
+  return { version, files, digest, pruned: prune(staging, retention, version) };
 }
 
 function prune(staging: StagingArea, retention: RetentionPolicy, current: string): string[] {

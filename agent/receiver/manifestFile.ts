@@ -3,6 +3,7 @@
  * through the same zod schema as the wire, so a damaged file is an error, not a guess.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
+import { canonicalEntryLine, EntriesDigest } from "../protocol/entriesDigest.ts";
 import { manifestEntry, type ManifestEntry } from "../protocol/messages.ts";
 import { OPEN } from "./storedFiles.ts";
 
@@ -18,23 +19,30 @@ export function readManifest(path: string): ManifestEntry[] {
   return entries;
 }
 
-/** Writes and fsyncs the manifest; entries must already be sorted by path. */
-export function writeManifest(path: string, entries: Iterable<ManifestEntry>): void {
+/**
+ * Writes and fsyncs the manifest in canonical lines; entries must already be sorted by
+ * path. Returns the entries' digest (entriesDigest.ts), made from the same lines.
+ */
+export function writeManifest(path: string, entries: Iterable<ManifestEntry>): string {
   const fd = openSync(path, OPEN.write, 0o644);
+  const digest = new EntriesDigest();
   try {
     let batch = "";
     for (const entry of entries) {
-      batch += JSON.stringify(entry) + "\n";
+      batch += canonicalEntryLine(entry);
       if (batch.length > 1 << 20) {
         writeSync(fd, batch);
+        digest.update(batch);
         batch = "";
       }
     }
     writeSync(fd, batch);
+    digest.update(batch);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
+  return digest.digest();
 }
 
 export { comparePaths } from "../protocol/paths.ts";

@@ -14,13 +14,16 @@ import { mkdirSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
+import { entriesDigest } from "../protocol/entriesDigest.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import {
   encodeChunkList,
   BYTE_NAMES_VERSION,
   encodeJson,
+  ENTRIES_CACHE_VERSION,
   HARD_LINKS_VERSION,
   type ManifestEntry,
+  type Message,
   PROTOCOL_VERSIONS,
   ZEROS_VERSION,
 } from "../protocol/messages.ts";
@@ -136,6 +139,8 @@ async function handleSession(
   let staging: StagingArea | undefined;
   let lockKey: string | undefined;
   let countedJob = false;
+  // push: the client used its cache of the base's entries (the receiver sent none).
+  let entriesWithheld = false;
   // Whose session failed, once its Hello named it (for the control endpoint's report).
   let named: { site: string; source: string } | undefined;
   const started = Date.now();
@@ -206,16 +211,39 @@ async function handleSession(
       state.pushing.add(lockKey);
       staging = new StagingArea(layout, current);
       const resumed = staging.open();
+      // The client has the base's entries cached (PROTOCOL.md, "Receiver state cache"): name
+      // their digest instead of sending them. Not when staged work changed the view.
+      const withhold =
+        protocol >= ENTRIES_CACHE_VERSION && !resumed && current !== null && hello.version === current;
+      const digest = withhold ? entriesDigest(staging.baseEntriesInOrder()) : undefined;
       await connection.send(
-        encodeJson(FrameType.Welcome, { version: protocol, session, base: current, resumed }),
+        encodeJson(FrameType.Welcome, {
+          version: protocol,
+          session,
+          base: current,
+          resumed,
+          ...(digest ? { digest } : {}),
+        }),
       );
-      await sendEntries(connection, staging.effectiveEntries(), staging.partialState(), protocol);
-      const result = await receivePush(connection, staging, options.retention ?? DEFAULT_RETENTION);
+      let first: Message | undefined;
+      if (digest) {
+        first = await connection.next();
+        if (first.type === FrameType.EntriesWanted) first = undefined;
+        else entriesWithheld = true;
+      }
+      if (!entriesWithheld)
+        await sendEntries(connection, staging.effectiveEntries(), staging.partialState(), protocol);
+      const result = await receivePush(connection, staging, {
+        retention: options.retention ?? DEFAULT_RETENTION,
+        protocol,
+        first,
+      });
       emit({
         event: "committed",
         session,
         site: layout.site,
         source: layout.source,
+        entriesWithheld,
         ...result,
         ms: Date.now() - started,
       });
@@ -340,18 +368,34 @@ export async function sendEntries(
   await connection.send(encodeJson(FrameType.EntriesEnd, { count }));
 }
 
-async function receivePush(connection: FramedConnection, staging: StagingArea, retention: RetentionPolicy) {
+async function receivePush(
+  connection: FramedConnection,
+  staging: StagingArea,
+  session: {
+    retention: RetentionPolicy;
+    protocol: number;
+    /** The push's first frame, already read (after withheld entries). */
+    first: Message | undefined;
+  },
+) {
   // Every session shares the one loop: a peer whose frames queue up faster than they are
   // handled must not hold up the others (their handshakes, Hellos and commits).
   const slice = new TimeSlice();
+  let first = session.first;
   for (;;) {
-    const waits = !connection.hasQueued;
-    // About to wait for the peer: journal what is finished first. Queued frames resolve at
-    // once, in microtasks: without the slice the loop would never turn.
-    if (waits) staging.flushJournal();
-    else await slice.yieldIfSpent();
-    const message = await connection.next();
-    if (waits) slice.restart();
+    let message: Message;
+    if (first) {
+      message = first;
+      first = undefined;
+    } else {
+      const waits = !connection.hasQueued;
+      // About to wait for the peer: journal what is finished first. Queued frames resolve
+      // at once, in microtasks: without the slice the loop would never turn.
+      if (waits) staging.flushJournal();
+      else await slice.yieldIfSpent();
+      message = await connection.next();
+      if (waits) slice.restart();
+    }
     switch (message.type) {
       case FrameType.File:
         staging.putFile(message.header, message.content);
@@ -394,7 +438,7 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
         const result = commitVersion(
           staging,
           { files: message.files, bytes: message.bytes, filtered: message.filtered },
-          retention,
+          session.retention,
         );
         await connection.send(
           encodeJson(FrameType.Committed, {
@@ -402,6 +446,7 @@ async function receivePush(connection: FramedConnection, staging: StagingArea, r
             files: result.files,
             bytesReceived,
             pruned: result.pruned,
+            ...(session.protocol >= ENTRIES_CACHE_VERSION ? { digest: result.digest } : {}),
           }),
         );
         await connection.close();

@@ -150,6 +150,19 @@ export class StagingArea {
     for (const entry of this.changes.values()) if (entry) yield entry;
   }
 
+  /**
+   * The base version's entries in path order (its manifest's order; sorted here only if
+   * the manifest is not), for their digest (protocol/entriesDigest.ts).
+   */
+  baseEntriesInOrder(): ManifestEntry[] {
+    const entries = [...this.baseEntries.values()];
+    for (let i = 1; i < entries.length; i++) {
+      if (comparePaths(entries[i - 1]!.path, entries[i]!.path) >= 0)
+        return entries.sort((a, b) => comparePaths(a.path, b.path));
+    }
+    return entries;
+  }
+
   /** The partly received large file, for the pusher to resume (at most one). */
   partialState(): { path: string; chunks: [number, string][] } | undefined {
     return this.assembly.staged();

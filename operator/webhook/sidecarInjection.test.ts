@@ -16,9 +16,11 @@ import {
 } from "../agentControl/names.ts";
 import { SETTINGS, aJob, aPod, sidecarCommandLine } from "./fixtures.ts";
 import {
+  AGENT_STATE_DIR,
   CONTROL_VOLUME,
   NO_TOKEN_VOLUME,
   SERVICE_ACCOUNT_TOKEN_DIR,
+  STATE_VOLUME,
   injectionFor,
   type InjectionJob,
   type JsonPatchOperation,
@@ -67,7 +69,7 @@ const mountsOf = (container: V1Container) =>
   Object.fromEntries((container.volumeMounts ?? []).map((m) => [m.mountPath, m]));
 const dataMountPaths = (container: V1Container) =>
   (container.volumeMounts ?? [])
-    .filter((m) => m.name !== CONTROL_VOLUME && m.name !== NO_TOKEN_VOLUME)
+    .filter((m) => m.name !== CONTROL_VOLUME && m.name !== NO_TOKEN_VOLUME && m.name !== STATE_VOLUME)
     .map((m) => m.mountPath);
 
 describe("sidecar injection", () => {
@@ -85,7 +87,15 @@ describe("sidecar injection", () => {
       healthPort: AGENT_HEALTH_PORT,
       allowRestore: false,
       allowStandby: false,
+      cache: `${AGENT_STATE_DIR}/cache`,
     });
+    // Its cache of the receiver's entries (and a primary's journal) in an emptyDir of its
+    // own, kept far below the limit at which the kubelet would evict the app's pod.
+    assert.deepEqual(mountsOf(sidecar)[AGENT_STATE_DIR], { name: STATE_VOLUME, mountPath: AGENT_STATE_DIR });
+    assert.deepEqual(
+      volumes.find((v) => v.name === STATE_VOLUME),
+      { name: STATE_VOLUME, emptyDir: { sizeLimit: "1Gi" } },
+    );
     // The ports it names are the ports it serves; the probe asks the health port.
     const ports = Object.fromEntries((sidecar.ports ?? []).map((p) => [p.name ?? "", p.containerPort]));
     assert.deepEqual(ports, {
@@ -301,14 +311,14 @@ describe("sidecar injection", () => {
     ]);
   });
 
-  it("injects a pod whose app mounts nothing: the agent has only its control Secret", () => {
+  it("injects a pod whose app mounts nothing: the agent has only its control Secret and its state", () => {
     const pod = aPod({ spec: { containers: [{ name: "app", image: "app" }] } });
     delete pod.spec!.volumes;
     const { sidecar, volumes, decision } = injected(pod);
     assert.deepEqual(dataMountPaths(sidecar), []);
     assert.deepEqual(
       volumes.map((v) => v.name),
-      [CONTROL_VOLUME, NO_TOKEN_VOLUME],
+      [STATE_VOLUME, CONTROL_VOLUME, NO_TOKEN_VOLUME],
     );
     assert.ok(decision.inject);
     assert.deepEqual(

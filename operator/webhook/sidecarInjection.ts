@@ -55,18 +55,25 @@ export interface InjectionPairSide {
   containerName?: string;
 }
 
-/** The emptyDir where a primary's agent keeps its replication journal (survives the agent's restarts). */
+/**
+ * The emptyDir where the agent keeps its state across its own restarts: a primary's
+ * replication journal, and every push's cache of what the receiver holds (lost with the
+ * pod, which costs one full exchange of entries).
+ */
 export const STATE_VOLUME = "offsite-agent-state";
 export const AGENT_STATE_DIR = "/var/lib/offsite";
+/**
+ * The volume's limit. The kubelet evicts a pod whose emptyDir outgrows its sizeLimit, so
+ * the agent keeps far below it: a cache over RECEIVER_STATE_CACHE_MAX_BYTES is not written.
+ */
+const STATE_VOLUME_LIMIT = "1Gi";
 
 /** What the agent of a pod may do, from what selects the pod. */
 export interface AgentRole {
   /** A pair's standby: writable data mounts, --allow-standby. */
   writable: boolean;
-  /** A pair's primary: a journal volume. */
-  journal: boolean;
 }
-const BACKUP_ONLY: AgentRole = { writable: false, journal: false };
+const BACKUP_ONLY: AgentRole = { writable: false };
 
 /** The pair sides whose workload selects `pod`. */
 export function matchingPairSides(pod: V1Pod, sides: readonly InjectionPairSide[]): InjectionPairSide[] {
@@ -130,6 +137,7 @@ export function sidecarArguments(role: AgentRole = BACKUP_ONLY): string[] {
     host: "0.0.0.0",
     controlPort: AGENT_CONTROL_PORT,
     healthPort: AGENT_HEALTH_PORT,
+    cache: `${AGENT_STATE_DIR}/cache`,
     // The agent that protects the data can never write it (its mounts are read-only too);
     // only a pair's standby writes, the changes its primary sends.
     allowRestore: false,
@@ -304,7 +312,7 @@ export function agentContainer(
       ...mounts,
       { name: CONTROL_VOLUME, mountPath: AGENT_CONTROL_CERTS_DIR, readOnly: true },
       noTokenMount(),
-      ...(role.journal ? [{ name: STATE_VOLUME, mountPath: AGENT_STATE_DIR }] : []),
+      { name: STATE_VOLUME, mountPath: AGENT_STATE_DIR },
     ],
   };
 }
@@ -322,9 +330,10 @@ function noTokenMount(): V1VolumeMount {
   return { name: NO_TOKEN_VOLUME, mountPath: SERVICE_ACCOUNT_TOKEN_DIR, readOnly: true };
 }
 
-export function sidecarVolumes(role: AgentRole = BACKUP_ONLY): V1Volume[] {
+/** The agent's volumes: the same for every role (a primary's journal shares the state volume). */
+export function sidecarVolumes(): V1Volume[] {
   return [
-    ...(role.journal ? [{ name: STATE_VOLUME, emptyDir: { sizeLimit: "256Mi" } }] : []),
+    { name: STATE_VOLUME, emptyDir: { sizeLimit: STATE_VOLUME_LIMIT } },
     // optional: the pod starts whether or not the BackupJob controller has created the
     // Secret yet; the agent waits for its files (agentFlags.controlCerts).
     {
@@ -384,9 +393,8 @@ export function injectionFor(
     };
   const role: AgentRole = {
     writable: sides.some((side) => side.side === "standby"),
-    journal: sides.some((side) => side.side === "primary"),
   };
-  const volumes = sidecarVolumes(role);
+  const volumes = sidecarVolumes();
   const volumeClash = (spec.volumes ?? []).find((v) => volumes.some((ours) => ours.name === v.name));
   if (volumeClash)
     return { inject: false, reason: `the pod already has a volume named ${volumeClash.name}`, notable: true };

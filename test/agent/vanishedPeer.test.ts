@@ -14,7 +14,16 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { reportOf, runOffsite, startReceiverProcess, type ReceiverProcess } from "./agentProcesses.ts";
@@ -93,9 +102,15 @@ describe("a pusher whose network vanishes mid-push", { skip: notRoot }, () => {
     const vanishing = spawn("ip", ["netns", "exec", NAMESPACE, process.execPath, MAIN, ...push], {
       stdio: ["ignore", "pipe", "pipe"],
     });
-    // Mid-push: the receiver has staged some of the file.
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    assert.equal(vanishing.exitCode, null, "the first push is still running");
+    // Mid-push: the receiver has staged some of the file (waited for, not timed: a loaded
+    // machine can take seconds to start the pusher).
+    const staged = join(work, "store", SITE, SOURCE, "staging", "partial", "data");
+    const stagedBytes = () => (existsSync(staged) ? statSync(staged).size : 0);
+    for (const waitStarted = Date.now(); stagedBytes() < 8 * MiB;) {
+      assert.ok(Date.now() - waitStarted < 60_000, "the first push staged 8 MiB within a minute");
+      assert.equal(vanishing.exitCode, null, "the first push is still running");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     ip("netns", "exec", NAMESPACE, "ip", "link", "set", PEER_LINK, "down");
     vanishing.kill("SIGKILL");
     // The namespace stays until after(): deleting it would take the host's end of the

@@ -27,8 +27,9 @@ export interface Finished {
 export function startOffsite(
   args: string[],
   cwd?: string,
+  main = MAIN,
 ): { child: ChildProcess; finished: Promise<Finished> } {
-  const child = spawn(process.execPath, [MAIN, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [main, ...args], { cwd, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
@@ -42,8 +43,9 @@ export function startOffsite(
   return { child, finished };
 }
 
-export function runOffsite(args: string[], cwd?: string): Promise<Finished> {
-  return startOffsite(args, cwd).finished;
+/** `main`: another agent's entry point (an older release, test/agent/olderAgents.ts). */
+export function runOffsite(args: string[], cwd?: string, main = MAIN): Promise<Finished> {
+  return startOffsite(args, cwd, main).finished;
 }
 
 /** The `offsite` CLI as the user `uid` (its group the same number), from `/`: a non-root agent. */
@@ -102,9 +104,10 @@ export async function startReceiverProcess(
   certs: string,
   extra: string[] = [],
   tmpfsBytes?: number,
+  main = MAIN,
 ): Promise<ReceiverProcess> {
   const args = [
-    MAIN,
+    main,
     "receive",
     "--root",
     root,

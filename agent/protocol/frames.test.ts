@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { encodeFrame, FrameDecoder, FrameType, MAX_FRAME_LENGTH, ProtocolError } from "./frames.ts";
+import {
+  encodeFrame,
+  FrameDecoder,
+  FrameType,
+  frameTypeName,
+  MAX_FRAME_LENGTH,
+  ProtocolError,
+} from "./frames.ts";
 import {
   decodeMessage,
   encodeChunkList,
@@ -119,6 +126,77 @@ describe("the frame parser", () => {
     );
     assert.ok(refused > 1000 && decoded > 0, `refused ${refused}, decoded ${decoded}`);
   });
+
+  /**
+   * The frames and fields of protocol version 3 (PROTOCOL.md, "Versioning"), each fuzzed on
+   * its own: 10,000 payloads per frame type, from random bytes to a valid message with one
+   * field dropped, added, or given a value of another kind. Each decodes to a message whose
+   * fields have their types, or fails with a ProtocolError.
+   */
+  const VERSION_3_FRAMES: { type: FrameType; valid: Record<string, unknown>; check: (m: Message) => void }[] =
+    [
+      { type: FrameType.EntriesWanted, valid: {}, check: (m) => assert.deepEqual(Object.keys(m), ["type"]) },
+      {
+        type: FrameType.Welcome,
+        valid: { version: 3, session: "s", base: "20261202T151314Z", resumed: false, digest: "d".repeat(64) },
+        check: (m) => {
+          const { digest } = m as { digest?: unknown };
+          assert.ok(digest === undefined || /^[0-9a-f]{64}$/.test(digest as string), String(digest));
+        },
+      },
+      {
+        type: FrameType.Committed,
+        valid: {
+          version: "20261202T151314Z-2",
+          files: 1,
+          bytesReceived: 0,
+          pruned: [],
+          digest: "e".repeat(64),
+        },
+        check: (m) => {
+          const { digest, version } = m as { digest?: unknown; version?: unknown };
+          assert.ok(digest === undefined || /^[0-9a-f]{64}$/.test(digest as string), String(digest));
+          assert.match(version as string, /^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/);
+        },
+      },
+    ];
+  for (const { type, valid, check } of VERSION_3_FRAMES) {
+    it(`survives 10,000 random ${frameTypeName(type)} frames of version 3`, () => {
+      const keys = Object.keys(valid);
+      const payload = fc.oneof(
+        fc.uint8Array({ maxLength: 200 }).map((bytes) => Buffer.from(bytes)),
+        fc.jsonValue({ maxDepth: 2 }).map((value) => Buffer.from(JSON.stringify(value) ?? "null")),
+        // The valid message with one field dropped, replaced by any value, or one added.
+        fc
+          .tuple(fc.constantFrom(...keys, "extra"), fc.option(fc.jsonValue({ maxDepth: 1 })))
+          .map(([key, value]) => {
+            const mutated: Record<string, unknown> = { ...valid };
+            if (value === null) delete mutated[key];
+            else mutated[key] = value;
+            return Buffer.from(JSON.stringify(mutated));
+          }),
+        fc.constant(Buffer.from(JSON.stringify(valid))),
+      );
+      let decoded = 0;
+      let refused = 0;
+      fc.assert(
+        fc.property(payload, (bytes) => {
+          const { messages, error } = decodeAll(encodeFrame(type, bytes), []);
+          if (error !== undefined) {
+            assert.ok(error instanceof ProtocolError, `not a ProtocolError: ${(error as Error).stack}`);
+            refused++;
+          }
+          for (const message of messages) {
+            assert.equal(message.type, type);
+            check(message);
+            decoded++;
+          }
+        }),
+        { numRuns: 10_000 },
+      );
+      assert.ok(decoded > 100 && refused > 1000, `decoded ${decoded}, refused ${refused}`);
+    });
+  }
 
   it("splits a long chunk list over frames that each stay under the limit", () => {
     const chunks = Array.from({ length: 100_000 }, (_, i): [number, string] => [

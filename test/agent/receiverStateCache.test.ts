@@ -15,6 +15,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -22,10 +23,13 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { FrameType, frameTypeName } from "../../agent/protocol/frames.ts";
+import { encodeJson, type Message, type MessageOf } from "../../agent/protocol/messages.ts";
 import {
   makeStandaloneCerts,
+  rawSession,
   reportOf,
   runOffsite,
   startReceiverProcess,
@@ -114,6 +118,39 @@ describe("the receiver state cache", () => {
     assert.equal(second.files.sent, 1);
     assert.equal(withheld(), before + 1);
     await assertBackedUp();
+  });
+
+  it("is asked for only where the receiver withheld its entries, once (EntriesWanted)", async () => {
+    const current = basename(readlinkSync(join(work, "root", SITE, SOURCE, "current")));
+    const hello = (versions: number[], version?: string) =>
+      encodeJson(FrameType.Hello, {
+        versions,
+        role: "push",
+        site: SITE,
+        source: SOURCE,
+        ...(version ? { version } : {}),
+        client: "test",
+      });
+    const wanted = encodeJson(FrameType.EntriesWanted, {});
+    const refusal = (messages: Message[]) => {
+      const error = messages.find((m) => m.type === FrameType.Error);
+      return error ? `${error.code}: ${error.message}` : "";
+    };
+    const types = (messages: Message[]) => messages.map((m) => frameTypeName(m.type));
+    // Withheld: asked once, the entries come; asked again, refused.
+    const twice = await rawSession(receiver.port, certs, [hello([3], current), wanted, wanted]);
+    const welcome = twice[0] as MessageOf<typeof FrameType.Welcome>;
+    assert.match(welcome.digest ?? "", /^[0-9a-f]{64}$/);
+    assert.deepEqual(types(twice).slice(1, 2), ["Entries"]);
+    assert.match(refusal(twice), /^unexpected-frame: /);
+    // Not withheld (no cached version named, or a version 2 session): refused at once.
+    for (const opening of [hello([3]), hello([2], current)]) {
+      const answers = await rawSession(receiver.port, certs, [opening, wanted]);
+      assert.equal((answers[0] as MessageOf<typeof FrameType.Welcome>).digest, undefined);
+      assert.match(refusal(answers), /^unexpected-frame: /);
+    }
+    // None of them committed anything.
+    assert.equal(basename(readlinkSync(join(work, "root", SITE, SOURCE, "current"))), current);
   });
 
   it("is not needed: deleted, the next push downloads the entries and writes it again", async () => {

@@ -1,10 +1,15 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { readManifest, writeManifest } from "../receiver/manifestFile.ts";
+import {
+  MANIFEST_DIGEST_FILE,
+  readManifest,
+  readManifestWithDigest,
+  writeManifest,
+} from "../receiver/manifestFile.ts";
 import { canonicalEntryLine, ENTRIES_DIGEST_PREFIX, entriesDigest } from "./entriesDigest.ts";
 import type { ManifestEntry } from "./messages.ts";
 
@@ -64,6 +69,30 @@ describe("the entries digest", () => {
       assert.equal(entriesDigest(readManifest(file)), written);
       // A lone surrogate (a byte that is not UTF-8) is written as its escape, so the lines are ASCII here.
       assert.match(bytes.toString("latin1"), /a\/c\\udce9\.txt/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("lets a manifest the commit wrote be read as it is, and checks any other against the schema", () => {
+    const dir = mkdtempSync(join(tmpdir(), "offsite-digest-"));
+    try {
+      const file = join(dir, "manifest.jsonl");
+      const written = writeManifest(file, entries);
+      assert.equal(readManifestWithDigest(file).digest, written);
+      // Changed since the commit (here: a line the schema refuses): no digest, and the error names the line.
+      const edited = readFileSync(file, "utf8").replace('"mode":384', '"mode":"rw"');
+      writeFileSync(file, edited);
+      assert.throws(() => readManifestWithDigest(file), /manifest\.jsonl:3: not a manifest entry/);
+      // An older receiver's manifest (no digest file, keys in another order) reads through the schema.
+      rmSync(join(dir, MANIFEST_DIGEST_FILE));
+      writeFileSync(
+        file,
+        entries.map((e) => JSON.stringify(Object.fromEntries(Object.entries(e).reverse()))).join("\n"),
+      );
+      const older = readManifestWithDigest(file);
+      assert.equal(older.digest, undefined);
+      assert.equal(entriesDigest(older.entries), written);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

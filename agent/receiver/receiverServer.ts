@@ -14,7 +14,6 @@ import { mkdirSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
-import { entriesDigest } from "../protocol/entriesDigest.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import {
   encodeChunkList,
@@ -215,7 +214,7 @@ async function handleSession(
       // their digest instead of sending them. Not when staged work changed the view.
       const withhold =
         protocol >= ENTRIES_CACHE_VERSION && !resumed && current !== null && hello.version === current;
-      const digest = withhold ? entriesDigest(staging.baseEntriesInOrder()) : undefined;
+      const digest = withhold ? staging.baseDigest() : undefined;
       await connection.send(
         encodeJson(FrameType.Welcome, {
           version: protocol,

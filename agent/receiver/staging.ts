@@ -27,12 +27,13 @@ import {
   rmSync,
 } from "node:fs";
 import { join } from "node:path";
+import { entriesDigest } from "../protocol/entriesDigest.ts";
 import { ProtocolError } from "../protocol/frames.ts";
 import type { FileEntry, FileHeader, ManifestEntry } from "../protocol/messages.ts";
 import { checkRelativePath, comparePaths, parentOf } from "../protocol/paths.ts";
 import { LargeFileAssembly } from "./largeFileAssembly.ts";
 import type { SourceLayout } from "./layout.ts";
-import { readManifest } from "./manifestFile.ts";
+import { readManifestWithDigest } from "./manifestFile.ts";
 import { type JournalRecord, StagingJournal } from "./stagingJournal.ts";
 import { damagedStore, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
 import { fsPath } from "../protocol/byteNames.ts";
@@ -57,11 +58,16 @@ export class StagingArea {
    * removeStaged forgets whole subtrees), so a known parent means all of them are.
    */
   private readonly knownDirectories = new Set<string>();
+  private readonly recordedBaseDigest: string | undefined;
 
   constructor(layout: SourceLayout, base: string | null) {
     this.layout = layout;
     this.base = base;
-    this.baseEntries = new Map(base ? readManifest(layout.manifestOf(base)).map((e) => [e.path, e]) : []);
+    const manifest = base
+      ? readManifestWithDigest(layout.manifestOf(base))
+      : { entries: [], digest: undefined };
+    this.baseEntries = new Map(manifest.entries.map((e) => [e.path, e]));
+    this.recordedBaseDigest = manifest.digest;
     this.journal = new StagingJournal(join(this.dir, "journal.jsonl"));
     this.changes = this.journal.changes;
     this.assembly = new LargeFileAssembly(join(this.dir, "partial"), (path) => {
@@ -151,16 +157,20 @@ export class StagingArea {
   }
 
   /**
-   * The base version's entries in path order (its manifest's order; sorted here only if
-   * the manifest is not), for their digest (protocol/entriesDigest.ts).
+   * The base version's entries digest (protocol/entriesDigest.ts): the one its commit
+   * recorded, or, for a manifest an older receiver wrote, made from its entries in path
+   * order (the manifest's order; sorted here only if it is not).
    */
-  baseEntriesInOrder(): ManifestEntry[] {
+  baseDigest(): string {
+    if (this.recordedBaseDigest !== undefined) return this.recordedBaseDigest;
     const entries = [...this.baseEntries.values()];
     for (let i = 1; i < entries.length; i++) {
-      if (comparePaths(entries[i - 1]!.path, entries[i]!.path) >= 0)
-        return entries.sort((a, b) => comparePaths(a.path, b.path));
+      if (comparePaths(entries[i - 1]!.path, entries[i]!.path) >= 0) {
+        entries.sort((a, b) => comparePaths(a.path, b.path));
+        break;
+      }
     }
-    return entries;
+    return entriesDigest(entries);
   }
 
   /** The partly received large file, for the pusher to resume (at most one). */

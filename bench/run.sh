@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # `npm run bench`: installs what the baselines need (rsync, and lsyncd for B5, from Debian's
-# packages) and runs bench/runBenchmarks.ts with Node 24. Not part of `npm test`: tests check
+# packages; taskset from util-linux, to pin the peers' ends to cores) and runs
+# bench/runBenchmarks.ts with Node 24. Not part of `npm test`: tests check
 # behaviour, benchmarks measure it.
 set -euo pipefail
 # The benchmarks need no Kubernetes binaries.
 export OFFSITE_SKIP_BINARIES=1
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/ensure-deps.sh"
-for package in rsync lsyncd; do
-  if ! command -v "$package" >/dev/null; then
-    echo "[bench] installing $package (Debian package) for the baselines" >&2
+# command:package
+for needed in rsync:rsync lsyncd:lsyncd taskset:util-linux; do
+  command=${needed%%:*} package=${needed#*:}
+  if ! command -v "$command" >/dev/null; then
+    echo "[bench] installing $package (Debian package) for $command" >&2
     SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
     $SUDO apt-get install -y "$package" >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "$package" >/dev/null; }
   fi

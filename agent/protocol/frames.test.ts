@@ -10,6 +10,7 @@ import {
   ProtocolError,
 } from "./frames.ts";
 import {
+  binaryFilePayload,
   decodeMessage,
   encodeChunkList,
   encodeCopy,
@@ -188,6 +189,71 @@ describe("the frame parser", () => {
           }
           for (const message of messages) {
             assert.equal(message.type, type);
+            check(message);
+            decoded++;
+          }
+        }),
+        { numRuns: 10_000 },
+      );
+      assert.ok(decoded > 100 && refused > 1000, `decoded ${decoded}, refused ${refused}`);
+    });
+  }
+
+  const VERSION_3_BINARY_FRAMES: { type: FrameType; valid: Buffer; check: (m: Message) => void }[] = [
+    {
+      type: FrameType.BinaryFile,
+      valid: Buffer.concat(
+        binaryFilePayload(
+          { path: "a/caf\udce9.txt", size: 5, mtime: 1_700_000_000_000, mode: 0o644, sha256: "f".repeat(64) },
+          Buffer.from("hello"),
+        ),
+      ),
+      check: (m) => {
+        assert.equal(m.type, FrameType.File);
+        const { header, content } = m;
+        assert.equal(header.size, content.length);
+        assert.ok(header.size <= 65_536 && header.mode <= 0o7777 && Number.isSafeInteger(header.mtime));
+        assert.match(header.sha256, /^[0-9a-f]{64}$/);
+        assert.ok(header.path.length > 0);
+      },
+    },
+    {
+      type: FrameType.HashedData,
+      valid: Buffer.concat([Buffer.alloc(32, 7), Buffer.from("chunk bytes")]),
+      check: (m) => {
+        assert.equal(m.type, FrameType.HashedData);
+        const { sha256, bytes } = m;
+        assert.match(sha256, /^[0-9a-f]{64}$/);
+        assert.ok(bytes.length >= 1 && bytes.length <= 65_536);
+      },
+    },
+  ];
+  for (const { type, valid, check } of VERSION_3_BINARY_FRAMES) {
+    it(`survives 10,000 random ${frameTypeName(type)} frames of version 3`, () => {
+      const payload = fc.oneof(
+        fc.uint8Array({ maxLength: 200 }).map((bytes) => Buffer.from(bytes)),
+        // The valid payload with bytes overwritten, cut short, or extended.
+        fc
+          .tuple(fc.nat(valid.length - 1), fc.uint8Array({ minLength: 1, maxLength: 8 }))
+          .map(([at, bytes]) => {
+            const mutated = Buffer.from(valid);
+            mutated.set(bytes.subarray(0, valid.length - at), at);
+            return mutated;
+          }),
+        fc.nat(valid.length).map((length) => valid.subarray(0, length)),
+        fc.uint8Array({ minLength: 1, maxLength: 64 }).map((bytes) => Buffer.concat([valid, bytes])),
+        fc.constant(valid),
+      );
+      let decoded = 0;
+      let refused = 0;
+      fc.assert(
+        fc.property(payload, (bytes) => {
+          const { messages, error } = decodeAll(encodeFrame(type, bytes), []);
+          if (error !== undefined) {
+            assert.ok(error instanceof ProtocolError, `not a ProtocolError: ${(error as Error).stack}`);
+            refused++;
+          }
+          for (const message of messages) {
             check(message);
             decoded++;
           }

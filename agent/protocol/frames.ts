@@ -27,6 +27,8 @@ export const FrameType = {
   Zeros: 0x19,
   HardLink: 0x1a,
   Abandon: 0x1b,
+  BinaryFile: 0x1e,
+  HashedData: 0x1f,
   Commit: 0x20,
   Committed: 0x21,
   Rename: 0x30,

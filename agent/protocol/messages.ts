@@ -21,6 +21,12 @@ export const PROTOCOL_VERSIONS = [3, 2, 1] as const;
  * them cached (Welcome's `digest`, EntriesWanted, Committed's `digest`).
  */
 export const ENTRIES_CACHE_VERSION = 3;
+/**
+ * The first version whose pusher sends small files as BinaryFile (a binary header, no
+ * JSON) and a large file's new chunks as HashedData, each with its hash, which the
+ * receiver then need not compute (it still verifies the whole file at End).
+ */
+export const BINARY_FRAMES_VERSION = 3;
 /** The first version whose paths may carry bytes that are not UTF-8, and that has Zeros frames. */
 export const BYTE_NAMES_VERSION = 2;
 export const ZEROS_VERSION = 2;
@@ -176,11 +182,14 @@ export type Message =
   | { type: typeof FrameType.Data; bytes: Buffer }
   | { type: typeof FrameType.Copy; offset: number; length: number; sha256: string }
   | { type: typeof FrameType.Zeros; length: number }
+  | { type: typeof FrameType.HashedData; sha256: string; bytes: Buffer }
   | { type: typeof FrameType.ChunkList; kind: "entry" | "partial"; path: string; chunks: [number, string][] };
 export type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
 
 const fileHeader = z.strictObject({ path, size, mtime, mode, sha256 });
 const COPY_LENGTH = 8 + 4 + 32;
+/** BinaryFile's header after the path: size u32, mtime u64, mode u16, SHA-256. */
+const BINARY_FILE_FIXED = 4 + 8 + 2 + 32;
 const CHUNK_RECORD = 4 + 32;
 const CHUNK_KINDS = ["entry", "partial"] as const;
 
@@ -260,6 +269,10 @@ export function decodeMessage(frame: Frame): Message {
         chunks,
       };
     }
+    case FrameType.BinaryFile:
+      return decodeBinaryFile(frame.payload);
+    case FrameType.HashedData:
+      return decodeHashedData(frame.payload);
     case FrameType.File: {
       if (frame.payload.length < 4) throw new ProtocolError("bad-message", "File frame without a header");
       const headerLength = frame.payload.readUInt32BE(0);
@@ -284,6 +297,68 @@ export function decodeMessage(frame: Frame): Message {
       return { type: frame.type, ...parseJson(schema, frame.payload, name) } as Message;
     }
   }
+}
+
+/**
+ * BinaryFile (version 3): `uint16 path length | path (its bytes) | uint32 size | uint64
+ * mtime | uint16 mode | 32 bytes SHA-256 | content`. It decodes to the same message as a
+ * File frame, checked as strictly as the File header's schema checks its JSON.
+ */
+function decodeBinaryFile(payload: Buffer): Message {
+  const pathLength = payload.length >= 2 ? payload.readUInt16BE(0) : -1;
+  const fixed = 2 + pathLength;
+  if (pathLength < 1 || pathLength > 4096 || payload.length < fixed + BINARY_FILE_FIXED) {
+    throw new ProtocolError("bad-message", "BinaryFile frame with a bad path length or a short header");
+  }
+  const path = nameFromBytes(payload.subarray(2, fixed));
+  const size = payload.readUInt32BE(fixed);
+  const mtime = Number(payload.readBigUInt64BE(fixed + 4));
+  const mode = payload.readUInt16BE(fixed + 12);
+  const sha256 = payload.subarray(fixed + 14, fixed + BINARY_FILE_FIXED).toString("hex");
+  const content = payload.subarray(fixed + BINARY_FILE_FIXED);
+  if (!Number.isSafeInteger(mtime) || mode > 0o7777) {
+    throw new ProtocolError(
+      "bad-message",
+      `BinaryFile frame for ${JSON.stringify(path)}: mtime or mode out of range`,
+    );
+  }
+  if (content.length !== size || size > INLINE_MAX) {
+    throw new ProtocolError(
+      "bad-message",
+      `BinaryFile frame for ${JSON.stringify(path)} carries ${content.length} bytes but declares ${size}`,
+    );
+  }
+  return { type: FrameType.File, header: { path, size, mtime, mode, sha256 }, content };
+}
+
+/** HashedData (version 3): `32 bytes SHA-256 | 1..65,536 bytes`: the next chunk, with its hash. */
+function decodeHashedData(payload: Buffer): Message {
+  const length = payload.length - 32;
+  if (length < 1 || length > INLINE_MAX) {
+    throw new ProtocolError(
+      "bad-message",
+      `HashedData frame of ${payload.length} bytes (33..${32 + INLINE_MAX})`,
+    );
+  }
+  return {
+    type: FrameType.HashedData,
+    sha256: payload.subarray(0, 32).toString("hex"),
+    bytes: payload.subarray(32),
+  };
+}
+
+/** A BinaryFile frame's payload as parts (header, content) for FramedConnection.sendParts. */
+export function binaryFilePayload(header: FileHeader, content: Uint8Array): Uint8Array[] {
+  const path = bytesOfName(header.path);
+  const head = Buffer.allocUnsafe(2 + path.length + BINARY_FILE_FIXED);
+  head.writeUInt16BE(path.length, 0);
+  path.copy(head, 2);
+  const at = 2 + path.length;
+  head.writeUInt32BE(header.size, at);
+  head.writeBigUInt64BE(BigInt(header.mtime), at + 4);
+  head.writeUInt16BE(header.mode, at + 12);
+  head.write(header.sha256, at + 14, "hex");
+  return [head, content];
 }
 
 type JsonBody<T extends JsonType> = Omit<JsonMessage<T>, "type">;

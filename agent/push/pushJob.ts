@@ -19,6 +19,7 @@ import { openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import {
   ABANDON_VERSION,
+  BINARY_FRAMES_VERSION,
   BYTE_NAMES_VERSION,
   encodeJson,
   ENTRIES_CACHE_VERSION,
@@ -238,6 +239,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       report200ms();
     };
     const checksum = options.checksum ?? false;
+    const binaryFrames = session.welcome.version >= BINARY_FRAMES_VERSION;
     const hardLinks = session.welcome.version >= HARD_LINKS_VERSION;
     // Files of the new version so far (sent, linked or unchanged), and those unchanged: a
     // hard link names an earlier one of them (PROTOCOL.md, "Hard links").
@@ -347,7 +349,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             mode: entry.mode,
             sha256,
           };
-          await sendSmallFile(connection, header, content);
+          await sendSmallFile(connection, header, content, binaryFrames);
           predicted?.put({ type: "file", ...header });
           report.files.sent++;
           report.bytes.content += content.length;
@@ -367,6 +369,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             zeros: session.welcome.version >= ZEROS_VERSION,
             abandon: session.welcome.version >= ABANDON_VERSION,
             chunkList: predicted !== undefined,
+            hashedData: binaryFrames,
             onChunk: (bytes) => {
               inFile = Math.min(inFile + bytes, entry.size);
               report200ms();

@@ -177,6 +177,15 @@ export class LargeFileAssembly {
     this.appendChunk(partial, bytes, createHash("sha256").update(bytes).digest("hex"));
   }
 
+  /**
+   * A chunk with the hash its sender computed (HashedData, version 3). Not hashed
+   * here: a wrong hash cannot make a wrong file (End verifies the whole file), and a Copy
+   * that later trusts it verifies the bytes it reads (copy-mismatch otherwise).
+   */
+  appendHashedData(bytes: Buffer, sha256: string): void {
+    this.appendChunk(this.requirePartial("HashedData"), bytes, sha256);
+  }
+
   appendCopy(offset: number, length: number, sha256: string): void {
     const partial = this.requirePartial("Copy");
     if (partial.baseFd === undefined) {

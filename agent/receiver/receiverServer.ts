@@ -405,6 +405,9 @@ async function receivePush(
       case FrameType.Data:
         staging.appendData(message.bytes);
         break;
+      case FrameType.HashedData:
+        staging.appendHashedData(message.bytes, message.sha256);
+        break;
       case FrameType.Copy:
         staging.appendCopy(message.offset, message.length, message.sha256);
         break;

@@ -282,6 +282,12 @@ export class StagingArea {
     this.bytesWritten += bytes.length;
   }
 
+  /** A chunk that came with its hash (version 3): not hashed again; the whole file is, at End. */
+  appendHashedData(bytes: Buffer, sha256: string): void {
+    this.assembly.appendHashedData(bytes, sha256);
+    this.bytesWritten += bytes.length;
+  }
+
   appendCopy(offset: number, length: number, sha256: string): void {
     this.assembly.appendCopy(offset, length, sha256);
   }

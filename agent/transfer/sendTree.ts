@@ -11,6 +11,7 @@ import type { FramedConnection } from "../protocol/connection.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import { parentOf } from "../protocol/paths.ts";
 import {
+  binaryFilePayload,
   encodeCopy,
   encodeJson,
   encodeZeros,
@@ -44,6 +45,8 @@ export interface LargeFileSend {
   onChunk?: (bytes: number) => void;
   /** Hash every chunk and return the file's chunk list (the replicator's view of the standby). */
   chunkList?: boolean;
+  /** New chunks go as HashedData, each with its hash (protocol version 3, a push), not as Data. */
+  hashedData?: boolean;
   /**
    * Asked once the last chunk is read: false when the file changed while it was read (its
    * bytes may be torn), and the file is then abandoned (AbandonedFile) instead of ended.
@@ -68,13 +71,18 @@ export interface SentFile {
   chunks?: [number, string][];
 }
 
-/** Sends a small file already read into memory (it may be reused once this returns). */
+/**
+ * Sends a small file already read into memory (it may be reused once this returns): as a
+ * BinaryFile frame with `binary` (protocol version 3), else as a File frame.
+ */
 export async function sendSmallFile(
   connection: FramedConnection,
   header: FileHeader,
   content: Buffer,
+  binary = false,
 ): Promise<void> {
-  await connection.sendParts(FrameType.File, filePayload(header, content));
+  if (binary) await connection.sendParts(FrameType.BinaryFile, binaryFilePayload(header, content));
+  else await connection.sendParts(FrameType.File, filePayload(header, content));
 }
 
 /**
@@ -158,11 +166,11 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
     // A chunk's hash only finds chunks the receiver has (in the base, or in the staged
     // prefix while that lasts); a file new to the receiver is sent without them.
     const zeros = file.zeros === true && isAllZeros(bytes);
-    const hash = zeros
-      ? zerosHash(bytes.length)
-      : file.base !== undefined || skipping || chunkList
-        ? createHash("sha256").update(bytes).digest("hex")
-        : "";
+    const digest =
+      !zeros && (file.base !== undefined || skipping || chunkList || file.hashedData)
+        ? createHash("sha256").update(bytes).digest()
+        : undefined;
+    const hash = zeros ? zerosHash(bytes.length) : digest ? digest.toString("hex") : "";
     chunkList?.push([bytes.length, hash]);
     // Resume: the receiver has these leading chunks already; send from the first that differs.
     if (skipping) {
@@ -182,7 +190,8 @@ export async function sendLargeFile(connection: FramedConnection, file: LargeFil
       await connection.send(encodeCopy(copyFrom, bytes.length, hash));
     } else {
       dataBytes += bytes.length;
-      await connection.sendParts(FrameType.Data, [bytes]);
+      if (file.hashedData) await connection.sendParts(FrameType.HashedData, [digest!, bytes]);
+      else await connection.sendParts(FrameType.Data, [bytes]);
     }
   }
   if (!begun) await sendBegin(connection, file, count);

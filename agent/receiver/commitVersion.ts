@@ -5,6 +5,8 @@
  * and current; a crash anywhere before it leaves the staging area to resume from.
  */
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
 import {
   closeSync,
   existsSync,
@@ -24,6 +26,7 @@ import { ProtocolError } from "../protocol/frames.ts";
 import { type ManifestEntry, UNREADABLE_COUNT } from "../protocol/messages.ts";
 import { comparePaths, writeManifest } from "./manifestFile.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy, versionsToKeep } from "./retention.ts";
+import type { SourceLayout } from "./layout.ts";
 import type { StagingArea } from "./staging.ts";
 import { damagedStore, OPEN } from "./storedFiles.ts";
 import { fsPath, nameFromBytes } from "../protocol/byteNames.ts";
@@ -180,21 +183,37 @@ export function commitVersion(
   return { version, files, digest, pruned: prune(staging, retention, version) };
 }
 
+/**
+ * Retention: the versions it removes leave versions/ at once, each by one rename into
+ * the source's trash, and are deleted after Committed is sent (emptyTrash): deleting a
+ * version of a million files takes seconds that the client need not wait for. A version
+ * in the trash is no version (it is not listed, compared or restored), and a trash left
+ * by a crash is emptied by the next push of the source.
+ */
 function prune(staging: StagingArea, retention: RetentionPolicy, current: string): string[] {
   const { layout } = staging;
   const all = layout.versions();
   const keep = versionsToKeep(all, retention, current);
   const pruned = all.filter((id) => !keep.has(id));
+  const trash = (name: string) => {
+    mkdirSync(layout.trashDir, { recursive: true });
+    renameSync(layout.versionDir(name), join(layout.trashDir, `${name}.${randomBytes(6).toString("hex")}`));
+  };
   // A commit that died before writing its manifest left a directory that is no version.
   for (const name of readdirSync(layout.versionsDir)) {
-    if (name !== current && !existsSync(layout.manifestOf(name))) {
-      rmSync(layout.versionDir(name), { recursive: true, force: true });
-    }
+    if (name !== current && !existsSync(layout.manifestOf(name))) trash(name);
   }
-  // Deleting a version only drops its names for shared files: the hard links of the
-  // versions that remain keep the data.
-  for (const id of pruned) rmSync(layout.versionDir(id), { recursive: true, force: true });
+  for (const id of pruned) trash(id);
   return pruned;
+}
+
+/**
+ * Deletes what pruning put in the source's trash, off the event loop. Deleting a version
+ * only drops its names for shared files: the hard links of the versions that remain keep
+ * the data.
+ */
+export async function emptyTrash(layout: SourceLayout): Promise<void> {
+  await rm(layout.trashDir, { recursive: true, force: true });
 }
 
 /** Removes what the staged tree holds but the new version does not; returns how many entries fit. */

@@ -35,6 +35,10 @@ export class SourceLayout {
   get currentLink(): string {
     return join(this.dir, "current");
   }
+  /** Pruned versions, moved out of versions/ at the commit and deleted after it (commitVersion.ts). */
+  get trashDir(): string {
+    return join(this.dir, "trash");
+  }
   get stagingDir(): string {
     return join(this.dir, "staging");
   }

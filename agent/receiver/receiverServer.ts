@@ -29,7 +29,7 @@ import {
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONCURRENT_JOBS } from "../../contract/roles.ts";
 import { msToDuration } from "../../contract/units.ts";
 import { peerIdentity, serverTlsOptions, type TlsCredentials } from "../tlsCredentials.ts";
-import { commitVersion } from "./commitVersion.ts";
+import { commitVersion, emptyTrash } from "./commitVersion.ts";
 import { SourceLayout } from "./layout.ts";
 import { readManifest, comparePaths } from "./manifestFile.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy } from "./retention.ts";
@@ -80,6 +80,8 @@ interface ReceiverState {
   jobs: number;
   /** Source directories with a push in progress (one push per source at a time). */
   pushing: Set<string>;
+  /** Pruned versions being deleted after their commits (close waits for them). */
+  trashEmptying: Set<Promise<void>>;
 }
 const ENTRIES_BYTES = 256 * 1024;
 
@@ -89,7 +91,7 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     throw new Error(`--idle-timeout must be at least 1ms, not ${idleTimeoutMs}ms`);
   }
   mkdirSync(options.root, { recursive: true });
-  const state: ReceiverState = { jobs: 0, pushing: new Set() };
+  const state: ReceiverState = { jobs: 0, pushing: new Set(), trashEmptying: new Set() };
   const sockets = new Set<TLSSocket>();
   const emit = options.onEvent ?? (() => undefined);
   const server: Server = createServer(serverTlsOptions(options.credentials), (socket) => {
@@ -109,11 +111,14 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
     port: (server.address() as AddressInfo).port,
     accepting: () => server.listening,
     jobsRunning: () => state.jobs,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();
         server.close(() => resolve());
-      }),
+      });
+      // A push that returned has its pruned versions gone, in the local store too.
+      await Promise.all(state.trashEmptying);
+    },
   };
 }
 
@@ -237,6 +242,13 @@ async function handleSession(
         protocol,
         first,
       });
+      // After Committed: the client does not wait for the pruned versions to be deleted.
+      // (What a crash left in the trash goes with the next commit's.)
+      const emptying = emptyTrash(layout).catch((error: unknown) =>
+        emit({ event: "trash", site: layout.site, source: layout.source, problem: (error as Error).message }),
+      );
+      state.trashEmptying.add(emptying);
+      void emptying.finally(() => state.trashEmptying.delete(emptying));
       emit({
         event: "committed",
         session,

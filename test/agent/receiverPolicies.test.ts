@@ -6,7 +6,7 @@
  * shop-eu, source orders-db): the one GUID rule that the CRDs enforce too.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -90,6 +90,12 @@ describe("an OffsiteServer's spec in the receiver process", () => {
       assert.equal(pushed.code, 0, pushed.stderr);
     }
     assert.equal(readdirSync(join(root, SITE, ORDERS, "versions")).length, 2);
+    // The pruned versions left versions/ at the commit, and are deleted just after it.
+    const trash = join(root, SITE, ORDERS, "trash");
+    for (const started = Date.now(); existsSync(trash) && readdirSync(trash).length > 0;) {
+      assert.ok(Date.now() - started < 10_000, `the trash is emptied: ${readdirSync(trash).join(", ")}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   });
 
   it("refuses one job more than maxConcurrentJobs as busy, and serves it once the other ends", async () => {

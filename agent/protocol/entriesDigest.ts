@@ -57,3 +57,10 @@ export function entriesDigest(entries: Iterable<ManifestEntry>): string {
   }
   return digest.update(batch).digest();
 }
+
+/** Canonical lines (one JSON object each, newline-terminated) as the text of one JSON array. */
+export function linesAsJsonArray(lines: Buffer): string {
+  const text = lines.toString("utf8");
+  const body = text.endsWith("\n") ? text.slice(0, -1) : text;
+  return body === "" ? "[]" : `[${body.replaceAll("\n", ",")}]`;
+}

@@ -28,7 +28,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { isVersionId } from "../../contract/versions.ts";
-import { canonicalEntryLine, EntriesDigest } from "../protocol/entriesDigest.ts";
+import { canonicalEntryLine, EntriesDigest, linesAsJsonArray } from "../protocol/entriesDigest.ts";
 import type { ManifestEntry } from "../protocol/messages.ts";
 
 const FORMAT = "offsite-receiver-state-1";
@@ -174,9 +174,8 @@ function readRegularFile(path: string): Buffer {
 function parseLines(body: Buffer): Map<string, ManifestEntry> | undefined {
   const entries = new Map<string, ManifestEntry>();
   try {
-    for (const line of body.toString("utf8").split("\n")) {
-      if (line === "") continue;
-      const entry = JSON.parse(line) as ManifestEntry;
+    // One parse of the lines as a JSON array: a call per line costs twice as much.
+    for (const entry of JSON.parse(linesAsJsonArray(body)) as ManifestEntry[]) {
       if (typeof entry?.path !== "string") return undefined;
       entries.set(entry.path, entry);
     }

@@ -9,7 +9,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { canonicalEntryLine, EntriesDigest } from "../protocol/entriesDigest.ts";
+import { canonicalEntryLine, EntriesDigest, linesAsJsonArray } from "../protocol/entriesDigest.ts";
 import { manifestEntry, type ManifestEntry } from "../protocol/messages.ts";
 import { OPEN, writeOwnFile } from "./storedFiles.ts";
 
@@ -28,21 +28,18 @@ export function readManifestWithDigest(path: string): {
   const bytes = readOwnFile(path);
   const digest = new EntriesDigest().update(bytes).digest();
   const trusted = recordedDigest(join(dirname(path), MANIFEST_DIGEST_FILE)) === digest;
+  if (trusted) return { entries: JSON.parse(linesAsJsonArray(bytes)) as ManifestEntry[], digest };
   const entries: ManifestEntry[] = [];
   bytes
     .toString("utf8")
     .split("\n")
     .forEach((line, i) => {
       if (line === "") return;
-      if (trusted) {
-        entries.push(JSON.parse(line) as ManifestEntry);
-        return;
-      }
       const parsed = manifestEntry.safeParse(JSON.parse(line));
       if (!parsed.success) throw new Error(`${path}:${i + 1}: not a manifest entry: ${parsed.error.message}`);
       entries.push(parsed.data);
     });
-  return { entries, digest: trusted ? digest : undefined };
+  return { entries, digest: undefined };
 }
 
 function recordedDigest(path: string): string | undefined {

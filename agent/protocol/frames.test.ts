@@ -19,6 +19,8 @@ import {
   type Message,
 } from "./messages.ts";
 import { checkRelativePath, relativePathProblem } from "./paths.ts";
+import { encodePatch, encodeSignatures } from "./deltaFrames.ts";
+import { signatureOf } from "../transfer/smallFileDelta.ts";
 
 const KNOWN = Object.values(FrameType) as number[];
 
@@ -164,6 +166,14 @@ describe("the frame parser", () => {
    */
   const VERSION_3_FRAMES: { type: FrameType; valid: Record<string, unknown>; check: (m: Message) => void }[] =
     [
+      {
+        type: FrameType.SignatureRequest,
+        valid: { paths: ["a/b.txt", "c\udce9"] },
+        check: (m) => {
+          const { paths } = m as unknown as { paths: unknown[] };
+          assert.ok(paths.length >= 1 && paths.every((p) => typeof p === "string" && p.length > 0));
+        },
+      },
       { type: FrameType.EntriesWanted, valid: {}, check: (m) => assert.deepEqual(Object.keys(m), ["type"]) },
       {
         type: FrameType.Welcome,
@@ -214,6 +224,31 @@ describe("the frame parser", () => {
   }
 
   const VERSION_3_BINARY_FRAMES: { type: FrameType; valid: Buffer; check: (m: Message) => void }[] = [
+    {
+      type: FrameType.Signatures,
+      valid: encodeSignatures("a/b.txt", signatureOf(Buffer.alloc(1_000, 3))).subarray(5),
+      check: (m) => {
+        assert.equal(m.type, FrameType.Signatures);
+        const { signature } = m;
+        if (!signature) return;
+        assert.ok(signature.blockSize >= 1 && signature.size >= 1 && signature.size <= 65_536);
+        assert.equal(signature.weak.length, Math.ceil(signature.size / signature.blockSize));
+        assert.equal(signature.strong.length, signature.weak.length * 16);
+      },
+    },
+    {
+      type: FrameType.Patch,
+      valid: encodePatch({ path: "a/b.txt", size: 70, mtime: 1, mode: 0o644, sha256: "a".repeat(64) }, 64, [
+        { copy: 0, count: 1 },
+        { literal: Buffer.from("ends here") },
+      ]).subarray(5),
+      check: (m) => {
+        assert.equal(m.type, FrameType.Patch);
+        const { header, blockSize, ops } = m;
+        assert.ok(header.size <= 65_536 && header.mode <= 0o7777 && blockSize >= 1 && blockSize <= 65_536);
+        for (const op of ops) assert.ok("copy" in op ? Number.isInteger(op.count) : op.literal.length > 0);
+      },
+    },
     {
       type: FrameType.BinaryFile,
       valid: Buffer.concat(

@@ -7,7 +7,10 @@ import { z } from "zod";
 import { guidSchema } from "../../contract/guid.ts";
 import { versionIdSchema } from "../../contract/versions.ts";
 import { byteNameProblem, bytesOfName, nameFromBytes } from "./byteNames.ts";
+import { decodePatch, decodeSignatures } from "./deltaFrames.ts";
+import { decodeFileHeader, encodeFileHeader } from "./fileHeader.ts";
 import { encodeFrame, type Frame, FrameType, frameTypeName, ProtocolError } from "./frames.ts";
+import type { BlockSignature, PatchOp } from "../transfer/smallFileDelta.ts";
 
 /**
  * The newest protocol version, and every one this agent speaks (PROTOCOL.md, "Versioning").
@@ -27,6 +30,8 @@ export const ENTRIES_CACHE_VERSION = 3;
  * receiver then need not compute (it still verifies the whole file at End).
  */
 export const BINARY_FRAMES_VERSION = 3;
+/** The first version with the small-file delta (SignatureRequest, Signatures, Patch). */
+export const DELTA_VERSION = 3;
 /** The first version whose paths may carry bytes that are not UTF-8, and that has Zeros frames. */
 export const BYTE_NAMES_VERSION = 2;
 export const ZEROS_VERSION = 2;
@@ -116,6 +121,8 @@ const schemas = {
   }),
   /** push, version 3: the client has no usable cache of the withheld entries; send them. */
   [FrameType.EntriesWanted]: z.strictObject({}),
+  /** push, version 3: send the block signatures of these files of the base, in this order. */
+  [FrameType.SignatureRequest]: z.strictObject({ paths: z.array(path).min(1).max(10_000) }),
   [FrameType.Entries]: z.strictObject({
     /** File entries come without `chunks` here; ChunkList frames carry them. */
     entries: z.array(manifestEntry).max(10_000),
@@ -183,13 +190,13 @@ export type Message =
   | { type: typeof FrameType.Copy; offset: number; length: number; sha256: string }
   | { type: typeof FrameType.Zeros; length: number }
   | { type: typeof FrameType.HashedData; sha256: string; bytes: Buffer }
+  | { type: typeof FrameType.Signatures; path: string; signature: BlockSignature | undefined }
+  | { type: typeof FrameType.Patch; header: FileHeader; blockSize: number; ops: PatchOp[] }
   | { type: typeof FrameType.ChunkList; kind: "entry" | "partial"; path: string; chunks: [number, string][] };
 export type MessageOf<T extends Message["type"]> = Extract<Message, { type: T }>;
 
 const fileHeader = z.strictObject({ path, size, mtime, mode, sha256 });
 const COPY_LENGTH = 8 + 4 + 32;
-/** BinaryFile's header after the path: size u32, mtime u64, mode u16, SHA-256. */
-const BINARY_FILE_FIXED = 4 + 8 + 2 + 32;
 const CHUNK_RECORD = 4 + 32;
 const CHUNK_KINDS = ["entry", "partial"] as const;
 
@@ -273,6 +280,10 @@ export function decodeMessage(frame: Frame): Message {
       return decodeBinaryFile(frame.payload);
     case FrameType.HashedData:
       return decodeHashedData(frame.payload);
+    case FrameType.Signatures:
+      return { type: FrameType.Signatures, ...decodeSignatures(frame.payload) };
+    case FrameType.Patch:
+      return { type: FrameType.Patch, ...decodePatch(frame.payload) };
     case FrameType.File: {
       if (frame.payload.length < 4) throw new ProtocolError("bad-message", "File frame without a header");
       const headerLength = frame.payload.readUInt32BE(0);
@@ -305,30 +316,15 @@ export function decodeMessage(frame: Frame): Message {
  * File frame, checked as strictly as the File header's schema checks its JSON.
  */
 function decodeBinaryFile(payload: Buffer): Message {
-  const pathLength = payload.length >= 2 ? payload.readUInt16BE(0) : -1;
-  const fixed = 2 + pathLength;
-  if (pathLength < 1 || pathLength > 4096 || payload.length < fixed + BINARY_FILE_FIXED) {
-    throw new ProtocolError("bad-message", "BinaryFile frame with a bad path length or a short header");
-  }
-  const path = nameFromBytes(payload.subarray(2, fixed));
-  const size = payload.readUInt32BE(fixed);
-  const mtime = Number(payload.readBigUInt64BE(fixed + 4));
-  const mode = payload.readUInt16BE(fixed + 12);
-  const sha256 = payload.subarray(fixed + 14, fixed + BINARY_FILE_FIXED).toString("hex");
-  const content = payload.subarray(fixed + BINARY_FILE_FIXED);
-  if (!Number.isSafeInteger(mtime) || mode > 0o7777) {
+  const { header, end } = decodeFileHeader(payload, "BinaryFile");
+  const content = payload.subarray(end);
+  if (content.length !== header.size) {
     throw new ProtocolError(
       "bad-message",
-      `BinaryFile frame for ${JSON.stringify(path)}: mtime or mode out of range`,
+      `BinaryFile frame for ${JSON.stringify(header.path)} carries ${content.length} bytes but declares ${header.size}`,
     );
   }
-  if (content.length !== size || size > INLINE_MAX) {
-    throw new ProtocolError(
-      "bad-message",
-      `BinaryFile frame for ${JSON.stringify(path)} carries ${content.length} bytes but declares ${size}`,
-    );
-  }
-  return { type: FrameType.File, header: { path, size, mtime, mode, sha256 }, content };
+  return { type: FrameType.File, header, content };
 }
 
 /** HashedData (version 3): `32 bytes SHA-256 | 1..65,536 bytes`: the next chunk, with its hash. */
@@ -349,16 +345,7 @@ function decodeHashedData(payload: Buffer): Message {
 
 /** A BinaryFile frame's payload as parts (header, content) for FramedConnection.sendParts. */
 export function binaryFilePayload(header: FileHeader, content: Uint8Array): Uint8Array[] {
-  const path = bytesOfName(header.path);
-  const head = Buffer.allocUnsafe(2 + path.length + BINARY_FILE_FIXED);
-  head.writeUInt16BE(path.length, 0);
-  path.copy(head, 2);
-  const at = 2 + path.length;
-  head.writeUInt32BE(header.size, at);
-  head.writeBigUInt64BE(BigInt(header.mtime), at + 4);
-  head.writeUInt16BE(header.mode, at + 12);
-  head.write(header.sha256, at + 14, "hex");
-  return [head, content];
+  return [encodeFileHeader(header), content];
 }
 
 type JsonBody<T extends JsonType> = Omit<JsonMessage<T>, "type">;

@@ -19,11 +19,13 @@ import { FrameType } from "../protocol/frames.ts";
 import {
   ABANDON_VERSION,
   BINARY_FRAMES_VERSION,
+  DELTA_VERSION,
   BYTE_NAMES_VERSION,
   encodeJson,
   ENTRIES_CACHE_VERSION,
   type FileEntry,
   INLINE_MAX,
+  type ManifestEntry,
   HARD_LINKS_VERSION,
   UNREADABLE_COUNT,
   ZEROS_VERSION,
@@ -41,7 +43,10 @@ import {
   withoutByteNames,
 } from "../source/scanTree.ts";
 import { whatChanged } from "../source/whatChanged.ts";
+import { encodePatch } from "../protocol/deltaFrames.ts";
+import { patchFor } from "../transfer/smallFileDelta.ts";
 import { PredictedVersion } from "./predictedVersion.ts";
+import { SignatureFetch } from "./signatureFetch.ts";
 import { ReceiverStateCache } from "./receiverStateCache.ts";
 import {
   AbandonedFile,
@@ -89,7 +94,8 @@ export interface PushReport {
   version: string;
   base: string | null;
   resumed: boolean;
-  files: { total: number; unchanged: number; sent: number; linked: number; deleted: number };
+  /** `patched`: of those sent, the small files that went as a Patch of the receiver's copy. */
+  files: { total: number; unchanged: number; sent: number; patched: number; linked: number; deleted: number };
   bytes: { total: number; content: number; wire: number; received: number };
   filtered: { path: string; reason: string }[];
   /**
@@ -166,7 +172,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       version: "",
       base: session.welcome.base,
       resumed: session.welcome.resumed,
-      files: { total: scan.entries.fileCount, unchanged: 0, sent: 0, linked: 0, deleted: 0 },
+      files: { total: scan.entries.fileCount, unchanged: 0, sent: 0, patched: 0, linked: 0, deleted: 0 },
       bytes: { total: progress.bytesTotal, content: 0, wire: 0, received: 0 },
       filtered: scan.filtered,
       vanished: [...scan.vanished],
@@ -238,9 +244,14 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       report200ms();
     };
     const checksum = options.checksum ?? false;
+    const hardLinks = session.welcome.version >= HARD_LINKS_VERSION;
+    // Small-file delta (version 3): the changed small files whose older copy the receiver
+    // has get that copy's block signatures, asked for before the first file goes.
+    const candidates =
+      session.welcome.version >= DELTA_VERSION ? deltaCandidates(scan.entries, entries, hardLinks) : [];
+    const signatures = candidates.length > 0 ? await SignatureFetch.start(connection, candidates) : undefined;
     const sourceRoot = options.source.endsWith("/") ? options.source.slice(0, -1) : options.source;
     const binaryFrames = session.welcome.version >= BINARY_FRAMES_VERSION;
-    const hardLinks = session.welcome.version >= HARD_LINKS_VERSION;
     // Files of the new version so far (sent, linked or unchanged), and those unchanged: a
     // hard link names an earlier one of them (PROTOCOL.md, "Hard links").
     const kept = new Set<string>();
@@ -351,10 +362,22 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
             mode: entry.mode,
             sha256,
           };
-          await sendSmallFile(connection, header, content, binaryFrames);
+          // The receiver's older copy, where it has one: only what differs from it travels.
+          const signature = await signatures?.signatureOf(entry.path);
+          const patch = signature && patchFor(content, signature);
+          if (signature && patch) {
+            await connection.send(encodePatch(header, signature.blockSize, patch));
+            report.files.patched++;
+            report.bytes.content += patch.reduce(
+              (sum, op) => sum + ("literal" in op ? op.literal.length : 0),
+              0,
+            );
+          } else {
+            await sendSmallFile(connection, header, content, binaryFrames);
+            report.bytes.content += content.length;
+          }
           predicted?.put({ type: "file", ...header });
           report.files.sent++;
-          report.bytes.content += content.length;
         }
       } else {
         const base = known?.type === "file" ? known : bySize.get(entry.size);
@@ -424,6 +447,8 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
     for (const { reason } of scan.filtered) filteredCounts[reason] = (filteredCounts[reason] ?? 0) + 1;
     // Carried in the counts every receiver takes (PROTOCOL.md, "Messages": Commit).
     if (report.problems.length > 0) filteredCounts[UNREADABLE_COUNT] = report.problems.length;
+    // Every signature asked for must be in before Committed is awaited (and a failure there shows).
+    await signatures?.done();
     options.onPhase?.("committing");
     const sentAt = Date.now();
     await connection.send(
@@ -459,4 +484,28 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
   } finally {
     await connection.close();
   }
+}
+
+/** A small file's older copy is worth a patch from this size on; smaller ones travel whole. */
+const DELTA_MIN_BYTES = 1024;
+
+/**
+ * The files worth a patch: small, changed by size or mtime (so most likely by content),
+ * and whose copy at the same path on the receiver is a small file too.
+ */
+function deltaCandidates(
+  scanned: Iterable<SourceEntry>,
+  entries: ReadonlyMap<string, ManifestEntry>,
+  hardLinks: boolean,
+): string[] {
+  const paths: string[] = [];
+  for (const entry of scanned) {
+    if (entry.type !== "file" || entry.hardLinkOf !== undefined) continue;
+    if (entry.size < DELTA_MIN_BYTES || entry.size > INLINE_MAX) continue;
+    const known = entries.get(entry.path);
+    if (known?.type !== "file" || known.size < DELTA_MIN_BYTES || known.size > INLINE_MAX) continue;
+    const kind = whatChanged(entry, known, { checksum: false, hardLinks }).kind;
+    if (kind === "content" || kind === "needs-hash") paths.push(entry.path);
+  }
+  return paths;
 }

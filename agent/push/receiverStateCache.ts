@@ -19,8 +19,10 @@ import {
   closeSync,
   constants,
   fstatSync,
+  lstatSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readSync,
   renameSync,
   rmSync,
@@ -37,8 +39,13 @@ const FORMAT = "offsite-receiver-state-1";
  * in an emptyDir whose sizeLimit (1Gi) evicts the pod when outgrown.
  */
 export const RECEIVER_STATE_CACHE_MAX_BYTES = 256 * 1024 * 1024;
-/** Larger than any real cache (a million entries is about 150 MB); a bigger file is not read. */
-const MAX_CACHE_BYTES = 2 ** 31 - 1;
+/**
+ * All the caches of one directory together (an agent pushes several sources, to more than
+ * one receiver): past it, the least recently written others go.
+ */
+export const RECEIVER_STATE_CACHE_DIR_BYTES = 512 * 1024 * 1024;
+/** No cache this agent writes is larger; a larger file is not even read (a planted one). */
+const MAX_CACHE_BYTES = RECEIVER_STATE_CACHE_MAX_BYTES + 64 * 1024;
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK, O_WRONLY, O_CREAT, O_EXCL } = constants;
 
 export interface ReceiverIdentity {
@@ -140,7 +147,31 @@ export class ReceiverStateCache {
     closeSync(fd);
     // No fsync: a cache torn by a crash fails its digest and costs one full exchange.
     renameSync(temporary, this.file);
+    this.keepWithinBudget();
     return true;
+  }
+
+  /**
+   * The directory's caches stay under RECEIVER_STATE_CACHE_DIR_BYTES (the sidecar's
+   * emptyDir is evicted when it outgrows its limit): the least recently written others are
+   * removed first, and temporary files a killed agent left.
+   */
+  private keepWithinBudget(): void {
+    const files = readdirSync(this.dir)
+      .filter((name) => name.endsWith(".entries") || name.endsWith(".tmp"))
+      .map((name) => {
+        const path = join(this.dir, name);
+        const stat = lstatSync(path, { throwIfNoEntry: false });
+        return { path, size: stat?.size ?? 0, mtime: stat?.mtimeMs ?? 0, stale: name.endsWith(".tmp") };
+      })
+      .filter((file) => file.path !== this.file);
+    let total = files.reduce((sum, file) => sum + file.size, lstatSync(this.file).size);
+    const hourAgo = Date.now() - 3_600_000;
+    for (const file of files.sort((a, b) => a.mtime - b.mtime)) {
+      if (total <= RECEIVER_STATE_CACHE_DIR_BYTES && !(file.stale && file.mtime < hourAgo)) continue;
+      rmSync(file.path, { force: true });
+      total -= file.size;
+    }
   }
 
   drop(): void {

@@ -6,7 +6,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import {
   closeSync,
   existsSync,
@@ -37,6 +37,8 @@ export interface CommitResult {
   /** The new version's entries digest (protocol/entriesDigest.ts), for Committed in version 3. */
   digest: string;
   pruned: string[];
+  /** Retention could not run after the commit (the version is committed all the same). */
+  pruneProblem?: string;
 }
 
 /** What the client's Commit says about the job, for the version's job.json. */
@@ -180,7 +182,13 @@ export function commitVersion(
   staging.close();
   rmSync(staging.dir, { recursive: true, force: true });
 
-  return { version, files, digest, pruned: prune(staging, retention, version) };
+  // The version is committed: retention failing now (a full disk, a permission) must not
+  // make the client believe otherwise. The next commit tries again.
+  try {
+    return { version, files, digest, pruned: prune(staging, retention, version) };
+  } catch (error) {
+    return { version, files, digest, pruned: [], pruneProblem: (error as Error).message };
+  }
 }
 
 /**
@@ -195,10 +203,11 @@ function prune(staging: StagingArea, retention: RetentionPolicy, current: string
   const all = layout.versions();
   const keep = versionsToKeep(all, retention, current);
   const pruned = all.filter((id) => !keep.has(id));
-  const trash = (name: string) => {
-    mkdirSync(layout.trashDir, { recursive: true });
+  // The trash directory itself is never removed (emptyTrash empties it), so a deletion
+  // still running for an earlier commit cannot take it away under this rename.
+  mkdirSync(layout.trashDir, { recursive: true });
+  const trash = (name: string) =>
     renameSync(layout.versionDir(name), join(layout.trashDir, `${name}.${randomBytes(6).toString("hex")}`));
-  };
   // A commit that died before writing its manifest left a directory that is no version.
   for (const name of readdirSync(layout.versionsDir)) {
     if (name !== current && !existsSync(layout.manifestOf(name))) trash(name);
@@ -213,7 +222,13 @@ function prune(staging: StagingArea, retention: RetentionPolicy, current: string
  * the data.
  */
 export async function emptyTrash(layout: SourceLayout): Promise<void> {
-  await rm(layout.trashDir, { recursive: true, force: true });
+  let names: string[];
+  try {
+    names = await readdir(layout.trashDir);
+  } catch {
+    return; // no trash yet
+  }
+  for (const name of names) await rm(join(layout.trashDir, name), { recursive: true, force: true });
 }
 
 /** Removes what the staged tree holds but the new version does not; returns how many entries fit. */

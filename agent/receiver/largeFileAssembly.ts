@@ -17,7 +17,6 @@ import {
   closeSync,
   existsSync,
   fchmodSync,
-  fstatSync,
   ftruncateSync,
   mkdirSync,
   openSync,
@@ -29,8 +28,7 @@ import {
 import { join } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
 import { checkRelativePath } from "../protocol/paths.ts";
-import { damagedStore, OPEN, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
-import { fsPath } from "../protocol/byteNames.ts";
+import { OPEN, openStoredFile, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
 import { hashZeros, zerosHash } from "../chunking/zeros.ts";
 
 /**
@@ -316,22 +314,6 @@ export class LargeFileAssembly {
     }
     return chunks;
   }
-}
-
-/** Opens a stored file to read, refusing a link or anything but a regular file (`damaged-store`). */
-function openStoredFile(file: string): number {
-  let fd: number;
-  try {
-    fd = openSync(fsPath(file), OPEN.read);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ELOOP") throw damagedStore(file, "is a symbolic link");
-    throw error;
-  }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    throw damagedStore(file, "is not a regular file");
-  }
-  return fd;
 }
 
 /**

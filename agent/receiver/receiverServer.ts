@@ -14,10 +14,13 @@ import { mkdirSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { FramedConnection } from "../protocol/connection.ts";
+import { encodeSignatures } from "../protocol/deltaFrames.ts";
 import { FrameType, ProtocolError } from "../protocol/frames.ts";
 import {
   encodeChunkList,
+  BINARY_FRAMES_VERSION,
   BYTE_NAMES_VERSION,
+  DELTA_VERSION,
   encodeJson,
   ENTRIES_CACHE_VERSION,
   HARD_LINKS_VERSION,
@@ -418,7 +421,18 @@ async function receivePush(
         staging.appendData(message.bytes);
         break;
       case FrameType.HashedData:
+        if (session.protocol < BINARY_FRAMES_VERSION) throw versionFrame("HashedData", session.protocol);
         staging.appendHashedData(message.bytes, message.sha256);
+        break;
+      case FrameType.SignatureRequest:
+        if (session.protocol < DELTA_VERSION) throw versionFrame("SignatureRequest", session.protocol);
+        // Answered at once, in order; the client reads them while it goes on sending.
+        for (const path of message.paths)
+          await connection.send(encodeSignatures(path, staging.signatureOf(path)));
+        break;
+      case FrameType.Patch:
+        if (session.protocol < DELTA_VERSION) throw versionFrame("Patch", session.protocol);
+        staging.putPatch(message.header, message.blockSize, message.ops);
         break;
       case FrameType.Copy:
         staging.appendCopy(message.offset, message.length, message.sha256);
@@ -470,6 +484,13 @@ async function receivePush(
         throw new ProtocolError("unexpected-frame", `a ${message.type} frame has no place in a push`);
     }
   }
+}
+
+function versionFrame(name: string, protocol: number): ProtocolError {
+  return new ProtocolError(
+    "unexpected-frame",
+    `a ${name} frame has no place in a version ${protocol} session`,
+  );
 }
 
 export function describeFailure(

@@ -29,13 +29,14 @@ import {
 import { join } from "node:path";
 import { entriesDigest } from "../protocol/entriesDigest.ts";
 import { ProtocolError } from "../protocol/frames.ts";
-import type { FileEntry, FileHeader, ManifestEntry } from "../protocol/messages.ts";
+import { type FileEntry, type FileHeader, INLINE_MAX, type ManifestEntry } from "../protocol/messages.ts";
 import { checkRelativePath, comparePaths, parentOf } from "../protocol/paths.ts";
 import { LargeFileAssembly } from "./largeFileAssembly.ts";
 import type { SourceLayout } from "./layout.ts";
 import { readManifestWithDigest } from "./manifestFile.ts";
 import { type JournalRecord, StagingJournal } from "./stagingJournal.ts";
-import { damagedStore, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
+import { damagedStore, openStoredFile, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
+import { applyPatch, type BlockSignature, type PatchOp, signatureOf } from "../transfer/smallFileDelta.ts";
 import { fsPath } from "../protocol/byteNames.ts";
 
 export { STORED_FILE_MODE } from "./storedFiles.ts";
@@ -59,6 +60,8 @@ export class StagingArea {
    */
   private readonly knownDirectories = new Set<string>();
   private readonly recordedBaseDigest: string | undefined;
+  /** The staged changes the session's client was shown (a resumed push's entries include them). */
+  private resumedChanges = new Map<string, ManifestEntry | null>();
 
   constructor(layout: SourceLayout, base: string | null) {
     this.layout = layout;
@@ -71,8 +74,8 @@ export class StagingArea {
     this.journal = new StagingJournal(join(this.dir, "journal.jsonl"));
     this.changes = this.journal.changes;
     this.assembly = new LargeFileAssembly(join(this.dir, "partial"), (path) => {
-      const { size } = this.baseFile(path);
-      return { file: join(this.layout.treeOf(this.base!), path), size };
+      const { entry, file } = this.sourceFile(path);
+      return { file, size: entry.size };
     });
   }
 
@@ -112,6 +115,7 @@ export class StagingArea {
       writeOwnFile(baseFile, JSON.stringify({ base: this.base }));
     }
     this.journal.open();
+    this.resumedChanges = new Map(this.changes);
     return resumed;
   }
 
@@ -178,7 +182,8 @@ export class StagingArea {
     return this.assembly.staged();
   }
 
-  putFile(header: FileHeader, content: Buffer): void {
+  /** A whole small file; `received` is how many of its bytes crossed the wire (a Patch: fewer). */
+  putFile(header: FileHeader, content: Buffer, received = content.length): void {
     checkRelativePath(header.path);
     const actual = createHash("sha256").update(content).digest("hex");
     if (actual !== header.sha256) {
@@ -189,8 +194,53 @@ export class StagingArea {
     }
     this.prepareParents(header.path);
     this.writeStagedFile(header.path, content, header.mtime);
-    this.bytesWritten += content.length;
+    this.bytesWritten += received;
     this.record({ put: { type: "file", ...header } }, true);
+  }
+
+  /** The block signatures of the base's small file at `path` (Signatures), or undefined if it has none. */
+  signatureOf(path: string): BlockSignature | undefined {
+    checkRelativePath(path);
+    const bytes = this.baseSmallFile(path);
+    return bytes ? signatureOf(bytes) : undefined;
+  }
+
+  /** A small file as a patch of the base's file at the same path (version 3), checked as a File. */
+  putPatch(header: FileHeader, blockSize: number, ops: PatchOp[]): void {
+    checkRelativePath(header.path);
+    const base = this.baseSmallFile(header.path);
+    if (!base) {
+      throw new ProtocolError(
+        "bad-reference",
+        `${header.path} is not a small file of the base version to patch`,
+      );
+    }
+    let content: Buffer;
+    try {
+      content = applyPatch(base, blockSize, ops, header.size);
+    } catch (error) {
+      if (error instanceof RangeError)
+        throw new ProtocolError("bad-message", `${header.path}: ${error.message}`);
+      throw error;
+    }
+    const literal = ops.reduce((sum, op) => sum + ("literal" in op ? op.literal.length : 0), 0);
+    this.putFile(header, content, literal);
+  }
+
+  /** The bytes of the base's file at `path` when it is a non-empty small file, checked as stored. */
+  private baseSmallFile(path: string): Buffer | undefined {
+    const entry = this.baseEntries.get(path);
+    if (!this.base || entry?.type !== "file" || entry.size === 0 || entry.size > INLINE_MAX) return undefined;
+    const file = `${this.layout.treeOf(this.base)}/${path}`;
+    const fd = openStoredFile(file);
+    try {
+      const bytes = readFileSync(fd);
+      if (bytes.length !== entry.size)
+        throw damagedStore(file, `holds ${bytes.length} bytes, not ${entry.size}`);
+      return bytes;
+    } finally {
+      closeSync(fd);
+    }
   }
 
   putDirectory(path: string, mtime: number, mode: number): void {
@@ -217,21 +267,49 @@ export class StagingArea {
   /** A file whose content equals the base version's `from` (a rename or a copy). */
   link(path: string, from: string, mtime: number, mode: number, sha256: string): void {
     checkRelativePath(path);
-    const source = this.baseFile(from);
-    if (source.sha256 !== sha256) {
-      throw new ProtocolError("hash-mismatch", `${path}: the base version's ${from} has other content`);
+    const source = this.sourceFile(from);
+    if (source.entry.sha256 !== sha256) {
+      throw new ProtocolError("hash-mismatch", `${path}: the receiver's ${from} has other content`);
+    }
+    const entry: FileEntry = { type: "file", path, size: source.entry.size, mtime, mode, sha256 };
+    if (source.entry.chunks) entry.chunks = source.entry.chunks;
+    if (source.staged && from === path) {
+      // Only the metadata of a file this job staged changed: it lives in the manifest.
+      this.record({ put: entry }, true);
+      return;
     }
     this.prepareParents(path);
     const target = this.inTree(path);
-    const stored = join(this.layout.treeOf(this.base!), from);
     // link(2) does not follow a symlink: a stored file swapped for one would put a link in the tree.
-    if (!lstatOrUndefined(fsPath(stored))?.isFile())
-      throw damagedStore(stored, "is not a regular file (a link?)");
+    if (!source.staged && !lstatOrUndefined(fsPath(source.file))?.isFile())
+      throw damagedStore(source.file, "is not a regular file (a link?)");
     this.removeStaged(path);
-    linkSync(fsPath(stored), target);
-    const entry: FileEntry = { type: "file", path, size: source.size, mtime, mode, sha256 };
-    if (source.chunks) entry.chunks = source.chunks;
-    this.record({ put: entry }, false);
+    linkSync(fsPath(source.file), target);
+    this.record({ put: entry }, source.staged);
+  }
+
+  /**
+   * The file a Link or a Copy reads: `path` in the view the client was shown, the base
+   * with the staged files of an interrupted push this one resumes. A staged file is read
+   * from the staging tree while it still holds those bytes (this session has not replaced
+   * or deleted it); otherwise (or
+   * when nothing was staged there) it is the base's file, which a deletion in this job
+   * does not take away (a rename is a Delete, then a Link from the old name).
+   */
+  private sourceFile(path: string): { entry: FileEntry; file: string; staged: boolean } {
+    checkRelativePath(path);
+    const shown = this.resumedChanges.get(path);
+    const now = this.changes.get(path);
+    // Still those bytes in the staging tree (a metadata change since keeps them).
+    if (
+      shown?.type === "file" &&
+      now?.type === "file" &&
+      now.hardLink === undefined &&
+      now.sha256 === shown.sha256 &&
+      this.written.has(path)
+    )
+      return { entry: shown, file: `${this.tree}/${path}`, staged: true };
+    return { entry: this.baseFile(path), file: join(this.layout.treeOf(this.base!), path), staged: false };
   }
 
   /**

@@ -5,7 +5,8 @@
  * full disk), and a file written short would fail its hash only much later, so writeAll
  * loops until every byte is down.
  */
-import { closeSync, constants, openSync, writeSync, writevSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, writeSync, writevSync } from "node:fs";
+import { fsPath } from "../protocol/byteNames.ts";
 import { ProtocolError } from "../protocol/frames.ts";
 
 /** Stored files are read-only: versions share them and must never change. */
@@ -56,4 +57,20 @@ export function writeAll(fd: number, buffers: Buffer[], total: number, position:
     }
     start = end;
   }
+}
+
+/** Opens a stored file to read, refusing a link or anything but a regular file (`damaged-store`). */
+export function openStoredFile(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(fsPath(file), OPEN.read);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ELOOP") throw damagedStore(file, "is a symbolic link");
+    throw error;
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw damagedStore(file, "is not a regular file");
+  }
+  return fd;
 }

@@ -190,6 +190,8 @@ export async function rawSession(
   certsDir: string,
   frames: Buffer[],
   timeoutMs = 10_000,
+  /** Keep the client's side open this long (or until the receiver closes): for answers sent mid-stream. */
+  holdOpenMs = 0,
 ): Promise<Message[]> {
   const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ...loadCredentials(certsDir) });
   socket.on("error", () => undefined);
@@ -199,6 +201,7 @@ export async function rawSession(
   for (const frame of frames) socket.write(frame);
   const closed = once(socket, "close");
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  if (holdOpenMs > 0) await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, holdOpenMs))]);
   socket.end();
   await closed;
   clearTimeout(timer);

@@ -10,7 +10,9 @@ import { execFileSync } from "node:child_process";
 import {
   chmodSync,
   copyFileSync,
+  existsSync,
   linkSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -20,6 +22,7 @@ import {
   statSync,
   symlinkSync,
   truncateSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -35,6 +38,7 @@ import {
   startReceiverProcess,
   type ReceiverProcess,
 } from "./agentProcesses.ts";
+import { RECEIVER_STATE_CACHE_MAX_BYTES } from "../../agent/push/receiverStateCache.ts";
 import { mixedChanges } from "./replicationSupport.ts";
 import { inertRandomBytes } from "./testSupport.ts";
 
@@ -217,15 +221,37 @@ describe("the receiver state cache", () => {
     const file = cacheFile();
     const elsewhere = join(work, "planted.entries");
     copyFileSync(file, elsewhere);
+    const plantedBytes = readFileSync(elsewhere);
     rmSync(file);
     symlinkSync(elsewhere, file);
     writeFileSync(join(source, "docs", "page-10.txt"), "page 10, edited\n");
     assert.deepEqual((await push()).receiverState, { from: "receiver", cache: "saved" });
-    assert.ok(statSync(file).isFile() && !readdirSync(cacheDir).includes("planted.entries"));
+    // Replaced by a file of its own; the file the link pointed to is untouched.
+    assert.ok(lstatSync(file).isFile());
+    assert.deepEqual(readFileSync(elsewhere), plantedBytes);
     rmSync(file);
     execFileSync("mkfifo", [file]);
     writeFileSync(join(source, "docs", "page-11.txt"), "page 11, edited\n");
     assert.deepEqual((await push()).receiverState, { from: "receiver", cache: "saved" });
+    await assertBackedUp();
+  });
+
+  it("larger than any cache this agent writes is not read, and others past the directory's budget go", async () => {
+    const file = cacheFile();
+    // Sparse: hundreds of MiB by their size, nothing on the disk.
+    truncateSync(file, RECEIVER_STATE_CACHE_MAX_BYTES + 1024 * 1024);
+    const others = [0, 1].map((i) => join(cacheDir, `${String(i).repeat(64)}.entries`));
+    for (const [i, other] of others.entries()) {
+      writeFileSync(other, "");
+      truncateSync(other, 300 * 1024 * 1024);
+      utimesSync(other, 1_000 + i, 1_000 + i);
+    }
+    writeFileSync(join(source, "docs", "page-13.txt"), "page 13, edited\n");
+    assert.deepEqual((await push()).receiverState, { from: "receiver", cache: "saved" });
+    // 600 MiB of others and the new cache: the oldest went, the budget (512 MiB) holds.
+    assert.ok(!existsSync(others[0]!), "the least recently written cache went");
+    assert.ok(existsSync(others[1]!));
+    rmSync(others[1]!);
     await assertBackedUp();
   });
 

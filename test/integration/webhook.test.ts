@@ -30,6 +30,8 @@ import { sidecarCommandLine } from "../../operator/webhook/fixtures.ts";
 import {
   CONTROL_VOLUME,
   NO_TOKEN_VOLUME,
+  AGENT_STATE_DIR,
+  STATE_VOLUME,
   SERVICE_ACCOUNT_TOKEN_DIR,
 } from "../../operator/webhook/sidecarInjection.ts";
 import { WEBHOOK_CONFIGURATION } from "../../operator/webhook/webhookConfiguration.ts";
@@ -178,7 +180,7 @@ describe("the sidecar injection webhook", () => {
     const mounts = Object.fromEntries((sidecar.volumeMounts ?? []).map((m) => [m.mountPath, m]));
     assert.deepEqual(
       (sidecar.volumeMounts ?? [])
-        .filter((m) => m.name !== CONTROL_VOLUME && m.name !== NO_TOKEN_VOLUME)
+        .filter((m) => m.name !== CONTROL_VOLUME && m.name !== NO_TOKEN_VOLUME && m.name !== STATE_VOLUME)
         .map((m) => [m.name, m.mountPath, m.subPath ?? "", m.readOnly]),
       [
         ["uploads", "/var/www/uploads", "", true],
@@ -186,6 +188,9 @@ describe("the sidecar injection webhook", () => {
       ],
     );
     assert.equal(mounts[AGENT_CONTROL_CERTS_DIR]?.readOnly, true);
+    // Its own state (the receiver state cache) in an emptyDir, where --cache points.
+    assert.equal(commandLine.options.cache, `${AGENT_STATE_DIR}/cache`);
+    assert.equal(mounts[AGENT_STATE_DIR]?.name, STATE_VOLUME);
     const control = pod.spec?.volumes?.find((v) => v.name === CONTROL_VOLUME);
     assert.deepEqual([control?.secret?.secretName, control?.secret?.optional], [AGENT_CONTROL_SECRET, true]);
     assert.equal(pod.metadata?.annotations?.[INJECTED_ANNOTATION], "shop-backup");

@@ -16,6 +16,13 @@ describe("version ids", () => {
     ]);
   });
 
+  it("have one spelling: a sequence from 2, without leading zeros", () => {
+    for (const id of ["20261202T151314Z", "20261202T151314Z-2", "20261202T151314Z-10"])
+      assert.ok(isVersionId(id), id);
+    for (const id of ["20261202T151314Z-0", "20261202T151314Z-1", "20261202T151314Z-02", "20261202T151314Z-"])
+      assert.ok(!isVersionId(id), id);
+  });
+
   it("take the commit's second when it is after the newest", () => {
     assert.equal(nextVersionId(at("2026-12-02T15:13:15.900Z"), ["20261202T151314Z-3"]), "20261202T151315Z");
     assert.equal(nextVersionId(at("2026-12-02T15:13:15.900Z"), []), "20261202T151315Z");

@@ -6,7 +6,8 @@
  */
 import { z } from "zod";
 
-export const VERSION_ID = /^[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$/;
+/** `-N` from 2, without leading zeros: one id, one spelling (nextVersionId makes no other). */
+export const VERSION_ID = /^[0-9]{8}T[0-9]{6}Z(-[2-9]|-[1-9][0-9]+)?$/;
 export const VERSION_ID_MAX_LENGTH = 32;
 
 export const versionIdRuleText = "a version ID such as 20261201T031500Z (as `offsite push` reports it)";
@@ -34,7 +35,9 @@ export function compareVersionIds(a: string, b: string): number {
 /**
  * The id for a commit at `now`, after every id in `existing`: the stamp of `now`, or, when
  * the newest id is of that second or later (several commits in one second, a clock set
- * back), the newest's stamp with the next sequence. Always after the newest, never only
+ * back), the newest's stamp with the next sequence. (After a clock that ran ahead is set
+ * back, ids keep the newest's stamp until the clock passes it, so retention's daily and
+ * weekly buckets see those commits at that time.) Always after the newest, never only
  * "not taken": an id freed by pruning must not come back and sort before the versions kept.
  */
 export function nextVersionId(now: Date, existing: Iterable<string>): string {

@@ -51,12 +51,16 @@ export interface Session {
   /** push after an interruption: a partly staged large file. */
   partial: { path: string; chunks: [number, string][] } | undefined;
   /**
-   * push: where `entries` came from: the receiver, or the cache it named by digest. `stale`:
-   * a cache was offered and the receiver's current version is another; `mismatch`: the
-   * receiver withheld its entries and the cache did not hash to their digest.
+   * push: where `entries` came from: the receiver, or the cache it named by digest. When a
+   * cache was offered and not used: `stale`, the receiver's current version is another;
+   * `resumed`, the entries include an interrupted push's staged files; `older-receiver`, it
+   * speaks no version 3; `mismatch`, it withheld its entries and the cache did not hash to
+   * their digest.
    */
-  entriesFrom: "receiver" | "cache" | "stale" | "mismatch";
+  entriesFrom: EntriesFrom;
 }
+
+export type EntriesFrom = "receiver" | "cache" | "stale" | "resumed" | "older-receiver" | "mismatch";
 
 export const CLIENT_NAME = "offsite-agent/0.1.0";
 
@@ -202,7 +206,13 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       `the ${peer} chose protocol version ${welcome.version}, which this agent did not offer (${PROTOCOL_VERSIONS.join(", ")})`,
     );
   }
-  let entriesFrom: Session["entriesFrom"] = request.cached ? "stale" : "receiver";
+  let entriesFrom: EntriesFrom = !request.cached
+    ? "receiver"
+    : welcome.version < ENTRIES_CACHE_VERSION
+      ? "older-receiver"
+      : welcome.resumed
+        ? "resumed"
+        : "stale";
   if (welcome.digest !== undefined) {
     if (request.role !== "push" || !request.cached || welcome.version < ENTRIES_CACHE_VERSION) {
       throw new ProtocolError(

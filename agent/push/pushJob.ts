@@ -14,7 +14,7 @@
  * `checksum`, every file is hashed first and its hash decides.
  */
 import { createHash } from "node:crypto";
-import { openSession, type Endpoint } from "../client/openSession.ts";
+import { type EntriesFrom, openSession, type Endpoint } from "../client/openSession.ts";
 import { FrameType } from "../protocol/frames.ts";
 import {
   ABANDON_VERSION,
@@ -119,7 +119,7 @@ export interface PushReport {
    * or a receiver older than protocol version 3).
    */
   receiverState: {
-    from: "receiver" | "cache" | "stale" | "mismatch";
+    from: EntriesFrom;
     cache: "saved" | "dropped" | "off";
     problem?: string;
   };

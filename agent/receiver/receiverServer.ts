@@ -119,8 +119,12 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
         for (const socket of sockets) socket.destroy();
         server.close(() => resolve());
       });
-      // A push that returned has its pruned versions gone, in the local store too.
-      await Promise.all(state.trashEmptying);
+      // A push that returned has its pruned versions gone, in the local store too; a
+      // deletion still going after 10 s is left for the next commit (a shutdown is bounded).
+      await Promise.race([
+        Promise.all(state.trashEmptying),
+        new Promise((resolve) => setTimeout(resolve, 10_000).unref()),
+      ]);
     },
   };
 }

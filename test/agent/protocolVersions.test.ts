@@ -133,10 +133,10 @@ for (const older of OLDER_AGENTS) {
       assert.equal((await current.push(cacheWriter)).receiverState?.cache, "saved");
       const receiver = await startReceiver("store-old", agent.main);
       const first = await current.push(receiver);
-      assert.deepEqual(first.receiverState, { from: "stale", cache: "off" });
+      assert.deepEqual(first.receiverState, { from: "older-receiver", cache: "off" });
       editTree();
       const second = await current.push(receiver);
-      assert.deepEqual(second.receiverState, { from: "stale", cache: "off" });
+      assert.deepEqual(second.receiverState, { from: "older-receiver", cache: "off" });
       await current.compare(receiver);
       await old.compare(receiver);
       const expected = treeSnapshot(tree);

@@ -370,6 +370,17 @@ describe("sidecar injection", () => {
         }),
         new RegExp(CONTROL_VOLUME),
       ],
+      [
+        "an app container mounting the agent's state volume, which the pod lacks until injected",
+        aPod({
+          spec: {
+            containers: [
+              { name: "app", image: "app", volumeMounts: [{ name: STATE_VOLUME, mountPath: "/steal" }] },
+            ],
+          },
+        }),
+        new RegExp(`container app mounts ${STATE_VOLUME}`),
+      ],
     ];
     for (const [what, pod, reason] of cases) {
       const decision = injectionFor(pod, [shop], SETTINGS);

@@ -398,6 +398,17 @@ export function injectionFor(
   const volumeClash = (spec.volumes ?? []).find((v) => volumes.some((ours) => ours.name === v.name));
   if (volumeClash)
     return { inject: false, reason: `the pod already has a volume named ${volumeClash.name}`, notable: true };
+  // A mount of a volume the pod lacks is valid once we add it (admission validates after
+  // the webhooks): an app container must not get the agent's state or control certificates.
+  const mountClash = existing
+    .flatMap((c) => (c.volumeMounts ?? []).map((m) => ({ container: c.name, volume: m.name })))
+    .find((m) => volumes.some((ours) => ours.name === m.volume));
+  if (mountClash)
+    return {
+      inject: false,
+      reason: `container ${mountClash.container} mounts ${mountClash.volume}, a volume of the agent's`,
+      notable: true,
+    };
 
   const container = agentContainer(pod, settings, role);
   const jobNames = matched.map((j) => j.metadata.name ?? "").sort();

@@ -55,10 +55,13 @@ export function frameTypeName(type: number): string {
 /** A peer broke the protocol; the session ends with an Error frame carrying `code`. */
 export class ProtocolError extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
+  /** The path it concerns, when one does (the Error frame's `path`). */
+  readonly path: string | undefined;
+  constructor(code: string, message: string, path?: string) {
     super(message);
     this.name = "ProtocolError";
     this.code = code;
+    this.path = path;
   }
 }
 

@@ -15,6 +15,7 @@
  */
 import { createHash } from "node:crypto";
 import { type EntriesFrom, openSession, type Endpoint } from "../client/openSession.ts";
+import { PeerError } from "../protocol/connection.ts";
 import { FrameType } from "../protocol/frames.ts";
 import {
   ABANDON_VERSION,
@@ -112,6 +113,8 @@ export interface PushReport {
    */
   problems: EntryProblem[];
   pruned: string[];
+  /** Files sent again without Copy frames because the receiver's chunk list of them was wrong. */
+  resentWhole: string[];
   /**
    * The receiver's entries this job diffed against: `from` the receiver (`stale`: a cache
    * was for an older version; `mismatch`: it did not hash to the receiver's digest) or the
@@ -130,7 +133,29 @@ export interface PushReport {
 
 type FileSourceEntry = Extract<SourceEntry, { type: "file" }>;
 
+/**
+ * A Copy the receiver finds wrong (`copy-mismatch`) means its chunk list of that file is
+ * wrong: a pusher sent HashedData with wrong hashes (a bug), and every later push of the
+ * file would fail the same way. The job then runs again, resuming what was staged, with
+ * that file sent without Copy frames, so the new version's chunk list is right. At most
+ * three such files in one job.
+ */
 export async function pushJob(options: PushOptions): Promise<PushReport> {
+  const distrusted = new Set<string>();
+  for (;;) {
+    try {
+      const report = await pushSession(options, distrusted);
+      return { ...report, resentWhole: [...distrusted] };
+    } catch (error) {
+      const path = error instanceof PeerError && error.code === "copy-mismatch" ? error.path : undefined;
+      if (path === undefined || distrusted.has(path) || distrusted.size >= 3) throw error;
+      distrusted.add(path);
+    }
+  }
+}
+
+/** One session of the job; `distrusted`: files whose base on the receiver is not to be copied from. */
+async function pushSession(options: PushOptions, distrusted: ReadonlySet<string>): Promise<PushReport> {
   const started = Date.now();
   const scanned = scanTree(options.source, options.filters);
   const scannedAt = Date.now();
@@ -178,6 +203,7 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
       vanished: [...scan.vanished],
       problems: [...scan.problems],
       pruned: [],
+      resentWhole: [],
       receiverState: { from: session.entriesFrom, cache: "off" },
       phases: { scanMs: scannedAt - started, handshakeMs: handshakeAt - scannedAt, sendMs: 0, commitMs: 0 },
       ms: 0,
@@ -380,7 +406,11 @@ export async function pushJob(options: PushOptions): Promise<PushReport> {
           report.files.sent++;
         }
       } else {
-        const base = known?.type === "file" ? known : bySize.get(entry.size);
+        const base = distrusted.has(entry.path)
+          ? undefined
+          : known?.type === "file"
+            ? known
+            : bySize.get(entry.size);
         const written = connection.bytesWritten;
         let sent;
         try {

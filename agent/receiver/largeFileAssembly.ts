@@ -199,6 +199,7 @@ export class LargeFileAssembly {
       throw new ProtocolError(
         "copy-mismatch",
         `${partial.path}: the base's bytes at ${offset}+${length} differ`,
+        partial.path,
       );
     }
     this.appendChunk(partial, bytes, sha256);

@@ -305,13 +305,13 @@ async function handleSession(
       ms: Date.now() - started,
     });
   } catch (error) {
-    const { code, message } = describeFailure(error);
+    const { code, message, path } = describeFailure(error);
     emit({ event: "failed", session, code, message, peer: socket.remoteAddress, ...named });
     // The session is over: free the source before the lingering close, which may wait
     // seconds on a peer that reads nothing. Staging is closed first (synchronously), so
     // the next session of the source finds it complete.
     release();
-    await connection.abort(code, message);
+    await connection.abort(code, message, path);
   } finally {
     release();
   }
@@ -500,8 +500,13 @@ function versionFrame(name: string, protocol: number): ProtocolError {
 export function describeFailure(
   error: unknown,
   self: "receiver" | "standby" = "receiver",
-): { code: string; message: string } {
-  if (error instanceof ProtocolError) return { code: error.code, message: error.message };
+): { code: string; message: string; path?: string } {
+  if (error instanceof ProtocolError)
+    return {
+      code: error.code,
+      message: error.message,
+      ...(error.path !== undefined ? { path: error.path } : {}),
+    };
   const errno = (error as NodeJS.ErrnoException).code;
   if (errno === "ENOSPC" || errno === "EDQUOT") {
     return {

@@ -48,10 +48,19 @@ const ROUNDS = 240;
 function walk(dir: string, prefix = ""): { path: string; type: "dir" | "file" | "symlink" | "other" }[] {
   const out: { path: string; type: "dir" | "file" | "symlink" | "other" }[] = [];
   const at = prefix ? join(dir, prefix) : dir;
-  for (const raw of readdirSync(fsPath(at), { encoding: "buffer" })) {
+  let names: Buffer[];
+  try {
+    names = readdirSync(fsPath(at), { encoding: "buffer" });
+  } catch (error) {
+    // Pruned versions are deleted in the background (trash/): a directory may go meanwhile.
+    if ((error as NodeJS.ErrnoException).code === "ENOENT" && prefix) return out;
+    throw error;
+  }
+  for (const raw of names) {
     const name = nameFromBytes(raw);
     const path = prefix ? `${prefix}/${name}` : name;
-    const stat = lstatSync(fsPath(join(dir, path)));
+    const stat = lstatSync(fsPath(join(dir, path)), { throwIfNoEntry: false });
+    if (!stat) continue;
     const type = stat.isDirectory()
       ? "dir"
       : stat.isFile()
@@ -68,7 +77,8 @@ function walk(dir: string, prefix = ""): { path: string; type: "dir" | "file" | 
 function fingerprint(dir: string): string {
   const hash = createHash("sha256");
   for (const { path, type } of walk(dir).sort((a, b) => (a.path < b.path ? -1 : 1))) {
-    const stat = lstatSync(fsPath(join(dir, path)));
+    const stat = lstatSync(fsPath(join(dir, path)), { throwIfNoEntry: false });
+    if (!stat) continue;
     hash.update(`${path} ${type} ${stat.mode} ${stat.mtimeMs}\n`);
     if (type === "file") hash.update(readFileSync(fsPath(join(dir, path))));
   }

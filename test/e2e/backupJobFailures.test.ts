@@ -15,12 +15,14 @@ import { execFileSync, spawnSync } from "node:child_process";
 import {
   chmodSync,
   closeSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -149,7 +151,15 @@ describe("BackupJob on the real node when things fail", { skip }, () => {
     closeSync(fd);
     await scene.trigger(JOB, "receiver-killed");
     await scene.waitRunning(JOB, "receiver-killed");
-    await sleep(2500);
+    // Mid-run: the receiver has staged part of the file. Waited for, not timed: protocol
+    // version 3 sends the 384 MiB in about two seconds here, and a fixed 2.5 s missed it.
+    const staged = join(await scene.sourceDir(await scene.jobStatus(JOB)), "staging", "partial", "data");
+    await eventually(
+      "the receiver staged 16 MiB of big.bin",
+      async () => (existsSync(staged) && statSync(staged).size >= 16 * MiB) || undefined,
+      60_000,
+      20,
+    );
     await scene.inSuite(["delete", "pod", `${SERVER}-0`, "--grace-period=0", "--force"]);
     const { run, status } = await scene.waitRun(JOB, undefined, "receiver-killed", 360_000);
     assert.equal(run.result, "Succeeded", `${run.reason}: ${run.message}`);

@@ -44,18 +44,27 @@ export class EntriesDigest {
   }
 }
 
-/** The digest of `entries`, which must be in path order (comparePaths). */
-export function entriesDigest(entries: Iterable<ManifestEntry>): string {
-  const digest = new EntriesDigest();
+/**
+ * `entries` as canonical lines, gathered into strings of about a megabyte: what the
+ * manifest writer, the pusher's cache and the digest consume, each in its own way.
+ */
+export function* canonicalLineBatches(entries: Iterable<ManifestEntry>): Generator<string> {
   let batch = "";
   for (const entry of entries) {
     batch += canonicalEntryLine(entry);
     if (batch.length > 1 << 20) {
-      digest.update(batch);
+      yield batch;
       batch = "";
     }
   }
-  return digest.update(batch).digest();
+  yield batch;
+}
+
+/** The digest of `entries`, which must be in path order (comparePaths). */
+export function entriesDigest(entries: Iterable<ManifestEntry>): string {
+  const digest = new EntriesDigest();
+  for (const batch of canonicalLineBatches(entries)) digest.update(batch);
+  return digest.digest();
 }
 
 /** Canonical lines (one JSON object each, newline-terminated) as the text of one JSON array. */

@@ -30,7 +30,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { isVersionId } from "../../contract/versions.ts";
-import { canonicalEntryLine, EntriesDigest, linesAsJsonArray } from "../protocol/entriesDigest.ts";
+import { canonicalLineBatches, EntriesDigest, linesAsJsonArray } from "../protocol/entriesDigest.ts";
 import type { ManifestEntry } from "../protocol/messages.ts";
 
 const FORMAT = "offsite-receiver-state-1";
@@ -116,18 +116,8 @@ export class ReceiverStateCache {
       base,
     });
     const hash = new EntriesDigest();
-    const parts: string[] = [];
-    let batch = "";
-    for (const entry of entries) {
-      batch += canonicalEntryLine(entry);
-      if (batch.length > 1 << 20) {
-        hash.update(batch);
-        parts.push(batch);
-        batch = "";
-      }
-    }
-    hash.update(batch);
-    parts.push(batch);
+    const parts = [...canonicalLineBatches(entries)];
+    for (const part of parts) hash.update(part);
     const bytes = parts.reduce((sum, part) => sum + Buffer.byteLength(part), header.length + 1);
     if (hash.digest() !== digest || bytes > RECEIVER_STATE_CACHE_MAX_BYTES) {
       this.drop();

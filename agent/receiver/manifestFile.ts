@@ -9,7 +9,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { canonicalEntryLine, EntriesDigest, linesAsJsonArray } from "../protocol/entriesDigest.ts";
+import { canonicalLineBatches, EntriesDigest, linesAsJsonArray } from "../protocol/entriesDigest.ts";
 import { manifestEntry, type ManifestEntry } from "../protocol/messages.ts";
 import { OPEN, writeOwnFile } from "./storedFiles.ts";
 
@@ -67,17 +67,10 @@ export function writeManifest(path: string, entries: Iterable<ManifestEntry>): s
   const fd = openSync(path, OPEN.write, 0o644);
   const digest = new EntriesDigest();
   try {
-    let batch = "";
-    for (const entry of entries) {
-      batch += canonicalEntryLine(entry);
-      if (batch.length > 1 << 20) {
-        writeSync(fd, batch);
-        digest.update(batch);
-        batch = "";
-      }
+    for (const batch of canonicalLineBatches(entries)) {
+      writeSync(fd, batch);
+      digest.update(batch);
     }
-    writeSync(fd, batch);
-    digest.update(batch);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -12,6 +12,7 @@ import {
   encodeJson,
   type ManifestEntry,
   type Message,
+  PROTOCOL_VERSIONS,
 } from "../../agent/protocol/messages.ts";
 import { loadCredentials } from "../../agent/tlsCredentials.ts";
 
@@ -208,6 +209,15 @@ export async function rawSession(
   const messages: Message[] = [];
   for (let frame = decoder.next(); frame; frame = decoder.next()) messages.push(decodeMessage(frame));
   return messages;
+}
+
+/** A push session's Hello for a raw session, offering `versions` (all this agent speaks by default). */
+export function pushHello(
+  site: string,
+  source: string,
+  versions: readonly number[] = PROTOCOL_VERSIONS,
+): Buffer {
+  return encodeJson(FrameType.Hello, { versions: [...versions], role: "push", site, source, client: "test" });
 }
 
 /**

@@ -11,10 +11,10 @@ import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { FrameType } from "../../agent/protocol/frames.ts";
-import { encodeFile, encodeJson, PROTOCOL_VERSIONS } from "../../agent/protocol/messages.ts";
+import { encodeFile } from "../../agent/protocol/messages.ts";
 import {
   makeStandaloneCerts,
+  pushHello,
   rawSession,
   reportOf,
   runOffsite,
@@ -55,13 +55,7 @@ describe("a resumed push that links to what the interrupted one staged", () => {
         { path, size: Buffer.byteLength(text), mtime, mode: 0o644, sha256: sha256Hex(Buffer.from(text)) },
         Buffer.from(text),
       );
-    const hello = encodeJson(FrameType.Hello, {
-      versions: [...PROTOCOL_VERSIONS],
-      role: "push",
-      site: SITE,
-      source: SOURCE,
-      client: "test",
-    });
+    const hello = pushHello(SITE, SOURCE);
     await rawSession(receiver.port, certs.client, [
       hello,
       staged("a-LICENSE", license, 1_000),

@@ -16,6 +16,7 @@ import { FrameType } from "../../agent/protocol/frames.ts";
 import { encodeJson, type Message, type MessageOf } from "../../agent/protocol/messages.ts";
 import {
   makeStandaloneCerts,
+  pushHello,
   rawSession,
   reportOf,
   runOffsite,
@@ -47,8 +48,7 @@ describe("the small-file delta", () => {
     const error = messages.find((m) => m.type === FrameType.Error);
     return error ? `${error.code}: ${error.message}` : "";
   };
-  const hello = (versions: number[]) =>
-    encodeJson(FrameType.Hello, { versions, role: "push", site: SITE, source: SOURCE, client: "test" });
+  const hello = (versions: number[]) => pushHello(SITE, SOURCE, versions);
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), "offsite-delta-"));

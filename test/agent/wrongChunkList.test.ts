@@ -13,9 +13,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chunksOf } from "../../agent/chunking/fileChunks.ts";
 import { encodeFrame, FrameType } from "../../agent/protocol/frames.ts";
-import { encodeJson, PROTOCOL_VERSIONS } from "../../agent/protocol/messages.ts";
+import { encodeJson } from "../../agent/protocol/messages.ts";
 import {
   makeStandaloneCerts,
+  pushHello,
   rawSession,
   reportOf,
   runOffsite,
@@ -54,13 +55,7 @@ describe("a receiver's chunk list made wrong by a pusher's HashedData", () => {
     const hashes = chunks.map((bytes) => createHash("sha256").update(bytes).digest());
     [hashes[0], hashes[1]] = [hashes[1]!, hashes[0]!];
     const frames = [
-      encodeJson(FrameType.Hello, {
-        versions: [...PROTOCOL_VERSIONS],
-        role: "push",
-        site: SITE,
-        source: SOURCE,
-        client: "buggy",
-      }),
+      pushHello(SITE, SOURCE),
       encodeJson(FrameType.Begin, { path: "big.bin", mtime: 1_000, mode: 0o644 }),
       ...chunks.map((bytes, i) => encodeFrame(FrameType.HashedData, Buffer.concat([hashes[i]!, bytes]))),
       encodeJson(FrameType.End, { size: content.length, sha256: sha256Hex(content) }),

@@ -116,10 +116,10 @@ export interface PushReport {
   /** Files sent again without Copy frames because the receiver's chunk list of them was wrong. */
   resentWhole: string[];
   /**
-   * The receiver's entries this job diffed against: `from` the receiver (`stale`: a cache
-   * was for an older version; `mismatch`: it did not hash to the receiver's digest) or the
-   * cache, and whether the cache now holds the new version's (`off`: no cache directory,
-   * or a receiver older than protocol version 3).
+   * The receiver's entries this job diffed against: `from` the receiver or the cache, and
+   * why a cache offered was not used (EntriesFrom, openSession.ts); and whether the cache
+   * now holds the new version's (`off`: no cache directory, or a receiver older than
+   * protocol version 3).
    */
   receiverState: {
     from: EntriesFrom;

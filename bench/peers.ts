@@ -14,7 +14,7 @@
  * its threads, once it listens (threads started later inherit the main thread's mask).
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { startLatencyProxy, type LatencyProxy } from "./latencyProxy.ts";
@@ -73,6 +73,31 @@ export function settle(): void {
   spawnSync("sync");
 }
 
+export const TICKS = Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100;
+
+/** CPU seconds of `pid` and of every child it has waited for (utime+stime+cutime+cstime). */
+export function treeCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields[0] is field 3 (state)
+  return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) / TICKS;
+}
+
+/**
+ * `command args` run by bash, which then prints its children's CPU time (`times`) on
+ * stderr: a short-lived process's CPU without /usr/bin/time. Read it with `childCpuSeconds`.
+ */
+function withCpuTimes(command: string, args: string[]): [string, string[]] {
+  return ["bash", ["-c", '"$@"; code=$?; times >&2; exit $code', "cpu", command, ...args]];
+}
+
+/** user + system seconds from the last line `times` printed ("0m3.050s 0m0.800s"). */
+function childCpuSeconds(stderr: string): number {
+  const line = stderr.trim().split("\n").at(-1) ?? "";
+  const times = [...line.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  if (times.length !== 2) throw new Error(`no CPU times in the pusher's stderr: ${line}`);
+  return times[0]! + times[1]!;
+}
+
 /** Runs a command to completion; returns its wall time. */
 export async function timed(
   command: string,
@@ -88,6 +113,26 @@ export async function timed(
   const code = await new Promise<number | null>((done) => child.on("close", done));
   if (code !== 0) throw new Error(`${command} ${args.join(" ")} exited ${code}: ${stderr.slice(-2000)}`);
   return { seconds: (performance.now() - started) / 1000, stdout, stderr };
+}
+
+export interface OffsitePush {
+  seconds: number;
+  wire: number;
+  content: number;
+  /** CPU seconds on each end, process start included. */
+  cpu: { push: number; receive: number };
+}
+
+/**
+ * "CPU push 3.1 s, receive 4.0 s": each end's CPU; with `bytes` (the workload's size), per
+ * GiB of it too: "(2.9, 3.7 s/GiB)".
+ */
+export function cpuNote(push: OffsitePush, bytes?: number): string {
+  const { cpu } = push;
+  const note = `CPU push ${cpu.push.toFixed(2)} s, receive ${cpu.receive.toFixed(2)} s`;
+  if (bytes === undefined) return note;
+  const perGiB = (seconds: number) => (seconds / (bytes / 2 ** 30)).toFixed(1);
+  return `${note} (${perGiB(cpu.push)}, ${perGiB(cpu.receive)} s/GiB)`;
 }
 
 export interface RsyncDaemon {
@@ -159,25 +204,39 @@ export class Peers {
     return receiver;
   }
 
-  async offsitePush(
-    source: string,
-    port: number,
-  ): Promise<{ seconds: number; wire: number; content: number }> {
+  /**
+   * One push to `port` (the receiver's, or a relay's in front of it): its wall time, the
+   * bytes, and the CPU seconds of each end (the pusher's from bash's `times`, the
+   * receiver's from /proc before and after).
+   */
+  async offsitePush(source: string, port: number, receiver: ReceiverProcess): Promise<OffsitePush> {
     settle();
-    const run = await this.run("client", process.execPath, [
-      OFFSITE,
-      "push",
-      source,
-      "--to",
-      `127.0.0.1:${port}`,
-      "--certs",
-      this.clientCerts,
-      "--json",
-    ]);
+    const receiverBefore = treeCpuSeconds(receiver.child.pid!);
+    const run = await this.run(
+      "client",
+      ...withCpuTimes(process.execPath, [
+        OFFSITE,
+        "push",
+        source,
+        "--to",
+        `127.0.0.1:${port}`,
+        "--certs",
+        this.clientCerts,
+        "--json",
+      ]),
+    );
     const report = JSON.parse(run.stdout.trim().split("\n").at(-1)!) as {
       bytes: { wire: number; content: number };
     };
-    return { seconds: run.seconds, wire: report.bytes.wire, content: report.bytes.content };
+    return {
+      seconds: run.seconds,
+      wire: report.bytes.wire,
+      content: report.bytes.content,
+      cpu: {
+        push: childCpuSeconds(run.stderr),
+        receive: treeCpuSeconds(receiver.child.pid!) - receiverBefore,
+      },
+    };
   }
 
   /** An rsync daemon whose module `bench` is `dest`, on the receiving side. */

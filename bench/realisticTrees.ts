@@ -16,7 +16,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { type Peers, type Placement, type Row, log, withProxy } from "./peers.ts";
+import { cpuNote, type Peers, type Placement, type Row, log, withProxy } from "./peers.ts";
 import { type Tree, changeTree, editOneFile, makeSourceTree, makeWebsiteTree } from "./workloads.ts";
 
 const RTT = 10;
@@ -42,7 +42,7 @@ async function threePeers(context: Context, name: string, source: string) {
   const daemon = await peers.rsyncDaemon(join(work, `${name}-rsync`));
   let version = 0;
   return {
-    offsite: () => withProxy(receiver.port, RTT, (proxy) => peers.offsitePush(source, proxy.port)),
+    offsite: () => withProxy(receiver.port, RTT, (proxy) => peers.offsitePush(source, proxy.port, receiver)),
     mirror: () => withProxy(daemon.port, RTT, (proxy) => peers.rsyncPush(source, proxy.port, "mirror")),
     linkDest: () => {
       version++;
@@ -65,7 +65,14 @@ type Peer = Awaited<ReturnType<typeof threePeers>>;
 /** An incremental's three rows; returns the times and bytes for the verdict. */
 async function incremental(context: Context, id: string, workload: string, peer: Peer) {
   const offsite = await peer.offsite();
-  context.row({ id, workload, peer: "offsite push", seconds: offsite.seconds, bytes: offsite.wire });
+  context.row({
+    id,
+    workload,
+    peer: "offsite push",
+    seconds: offsite.seconds,
+    bytes: offsite.wire,
+    note: cpuNote(offsite),
+  });
   const mirror = await peer.mirror();
   context.row({
     id,
@@ -105,7 +112,14 @@ async function initial(
   tree: Tree,
 ): Promise<void> {
   const offsite = await peer.offsite();
-  context.row({ id, workload, peer: "offsite push", seconds: offsite.seconds, bytes: offsite.wire });
+  context.row({
+    id,
+    workload,
+    peer: "offsite push",
+    seconds: offsite.seconds,
+    bytes: offsite.wire,
+    note: cpuNote(offsite, offsite.content),
+  });
   const rsync = await peer.mirror();
   context.row({ id, workload, peer: "rsync -a (daemon)", seconds: rsync.seconds, bytes: rsync.sent });
   await peer.linkDest();

@@ -51,6 +51,7 @@ import {
 } from "node:fs";
 import { join, resolve } from "node:path";
 import { prng } from "./workloads.ts";
+import { TICKS, treeCpuSeconds } from "./peers.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const OFFSITE = join(ROOT, "agent", "main.mjs");
@@ -443,15 +444,6 @@ async function untilTreesMatch(source: string, target: string, timeoutMs: number
 
 function sleep(ms: number): Promise<void> {
   return new Promise((done) => setTimeout(done, ms));
-}
-
-const TICKS = Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100;
-
-/** CPU seconds of `pid` and of every child it has waited for (utime+stime+cutime+cstime). */
-function treeCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields[0] is field 3 (state)
-  return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0) / TICKS;
 }
 
 /** Children `pid` has not yet waited for (a running rsync's CPU is not in cutime yet). */

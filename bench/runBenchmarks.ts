@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 import {
   CORE,
   OFFSITE,
+  cpuNote,
   Peers,
   type Placement,
   type Row,
@@ -112,8 +113,17 @@ async function b1Once(source: string, rtt: number, workload: string): Promise<vo
   const at = `${rtt}-${peers.placement}`;
   const offsiteRoot = join(work, `b1-offsite-${at}`);
   const receiver = await peers.offsiteReceiver(offsiteRoot);
-  const offsite = await withProxy(receiver.port, rtt, (proxy) => peers.offsitePush(source, proxy.port));
-  row({ id: "B1", workload, peer: "offsite push", seconds: offsite.seconds, bytes: offsite.wire });
+  const offsite = await withProxy(receiver.port, rtt, (proxy) =>
+    peers.offsitePush(source, proxy.port, receiver),
+  );
+  row({
+    id: "B1",
+    workload,
+    peer: "offsite push",
+    seconds: offsite.seconds,
+    bytes: offsite.wire,
+    note: cpuNote(offsite, offsite.content),
+  });
   log(`B1 ${rtt} ms ${peers.placement}: offsite ${offsite.seconds.toFixed(2)} s`);
 
   const rsyncDest = join(work, `b1-rsync-${at}`);
@@ -166,8 +176,17 @@ async function b1Once(source: string, rtt: number, workload: string): Promise<vo
   if (rtt === 10 && only.has("B2")) {
     const churn = churnSmallFileTree(source, 2);
     const b2 = `${churn.modified} modified, ${churn.added} added, ${churn.deleted} deleted (${(churn.changedBytes / 1e3).toFixed(0)} kB new content), 10 ms RTT`;
-    const offsite2 = await withProxy(receiver.port, rtt, (proxy) => peers.offsitePush(source, proxy.port));
-    row({ id: "B2", workload: b2, peer: "offsite push", seconds: offsite2.seconds, bytes: offsite2.wire });
+    const offsite2 = await withProxy(receiver.port, rtt, (proxy) =>
+      peers.offsitePush(source, proxy.port, receiver),
+    );
+    row({
+      id: "B2",
+      workload: b2,
+      peer: "offsite push",
+      seconds: offsite2.seconds,
+      bytes: offsite2.wire,
+      note: cpuNote(offsite2),
+    });
     const rsync2 = await withProxy(daemon.port, rtt, (proxy) => peers.rsyncPush(source, proxy.port));
     row({ id: "B2", workload: b2, peer: "rsync (daemon)", seconds: rsync2.seconds, bytes: rsync2.sent });
     verdict(
@@ -195,11 +214,18 @@ async function b3(): Promise<void> {
     peers.enter(placement);
     const receiver = await peers.offsiteReceiver(join(work, "b3-offsite"));
     const daemon = await peers.rsyncDaemon(join(work, "b3-rsync"));
-    await peers.offsitePush(source, receiver.port);
+    await peers.offsitePush(source, receiver.port, receiver);
     await peers.rsyncPush(source, daemon.port);
     const edited = editLargeFile(join(source, "big.bin"), 100, 3 + p);
-    const offsite = await peers.offsitePush(source, receiver.port);
-    row({ id: "B3", workload, peer: "offsite push", seconds: offsite.seconds, bytes: offsite.wire });
+    const offsite = await peers.offsitePush(source, receiver.port, receiver);
+    row({
+      id: "B3",
+      workload,
+      peer: "offsite push",
+      seconds: offsite.seconds,
+      bytes: offsite.wire,
+      note: cpuNote(offsite, size),
+    });
     const rsync = await peers.rsyncPush(source, daemon.port);
     row({ id: "B3", workload, peer: "rsync (daemon, delta)", seconds: rsync.seconds, bytes: rsync.sent });
     log(`B3 ${placement}: offsite ${offsite.seconds.toFixed(2)} s, rsync ${rsync.seconds.toFixed(2)} s`);
@@ -247,14 +273,14 @@ async function b4(): Promise<void> {
   for (const placement of placements) {
     peers.enter(placement);
     const receiver = await peers.offsiteReceiver(join(work, "b4-offsite"));
-    const offsite = await peers.offsitePush(source, receiver.port);
+    const offsite = await peers.offsitePush(source, receiver.port, receiver);
     row({
       id: "B4",
       workload,
       peer: "offsite push",
       seconds: offsite.seconds,
       bytes: offsite.wire,
-      note: speed(offsite.seconds),
+      note: `${speed(offsite.seconds)}; ${cpuNote(offsite, total)}`,
     });
     await receiver.stop();
     rmSync(join(work, "b4-offsite"), { recursive: true, force: true });

@@ -66,6 +66,7 @@ export class StagingArea {
   constructor(layout: SourceLayout, base: string | null) {
     this.layout = layout;
     this.base = base;
+    this.tree = join(layout.stagingDir, "tree");
     const manifest = base
       ? readManifestWithDigest(layout.manifestOf(base))
       : { entries: [], digest: undefined };
@@ -82,9 +83,8 @@ export class StagingArea {
   get dir(): string {
     return this.layout.stagingDir;
   }
-  get tree(): string {
-    return join(this.dir, "tree");
-  }
+  /** The staged tree (a field, not a getter that joins: every frame uses it). */
+  readonly tree: string;
 
   /**
    * Opens the staging area: resumes what an interrupted job on the same base left, or

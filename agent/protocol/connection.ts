@@ -163,6 +163,14 @@ export class FramedConnection {
     return drained;
   }
 
+  /**
+   * Writes what is queued now rather than when the loop next turns: for a caller about to
+   * work a while without awaiting (a failure surfaces on the next send or next()).
+   */
+  flushNow(): void {
+    this.flush()?.catch(() => undefined);
+  }
+
   /** Writes what send() queued. */
   private flush(): Promise<void> | undefined {
     if (this.outUsed === 0) return undefined;

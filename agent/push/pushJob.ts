@@ -488,6 +488,9 @@ async function pushSession(options: PushOptions, distrusted: ReadonlySet<string>
         filtered: filteredCounts,
       }),
     );
+    // The cache's lines are made while the receiver commits, not after: Commit goes first.
+    connection.flushNow();
+    const prepared = cache && predicted ? ReceiverStateCache.prepare(predicted.sorted()) : undefined;
     const committed = await connection.expect(FrameType.Committed);
     options.onProgress?.({ ...progress });
     report.version = committed.version;
@@ -496,9 +499,9 @@ async function pushSession(options: PushOptions, distrusted: ReadonlySet<string>
     report.bytes.received = committed.bytesReceived;
     report.bytes.wire = connection.bytesWritten;
     const committedAt = Date.now();
-    if (cache && predicted && committed.digest !== undefined) {
+    if (cache && prepared && committed.digest !== undefined) {
       try {
-        report.receiverState.cache = cache.save(committed.version, predicted.sorted(), committed.digest)
+        report.receiverState.cache = cache.save(committed.version, prepared, committed.digest)
           ? "saved"
           : "dropped";
       } catch (error) {

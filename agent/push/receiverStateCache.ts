@@ -66,6 +66,13 @@ export interface CachedEntries {
   entries(): Map<string, ManifestEntry> | undefined;
 }
 
+/** A version's entries as the cache stores them, and their digest (ReceiverStateCache.prepare). */
+export interface PreparedEntries {
+  parts: string[];
+  digest: string;
+  bytes: number;
+}
+
 export class ReceiverStateCache {
   readonly dir: string;
   readonly file: string;
@@ -105,21 +112,31 @@ export class ReceiverStateCache {
   }
 
   /**
-   * Writes the entries (in path order) of version `base`, whose digest the receiver says
+   * The canonical lines of `entries` (in path order) and their digest. Made while the
+   * receiver commits (the pusher waits for Committed anyway), written by save once the
+   * receiver names the version and its digest.
+   */
+  static prepare(entries: Iterable<ManifestEntry>): PreparedEntries {
+    const hash = new EntriesDigest();
+    const parts = [...canonicalLineBatches(entries)];
+    for (const part of parts) hash.update(part);
+    const bytes = parts.reduce((sum, part) => sum + Buffer.byteLength(part), 0);
+    return { parts, digest: hash.digest(), bytes };
+  }
+
+  /**
+   * Writes the prepared entries as those of version `base`, whose digest the receiver says
    * is `digest`; returns false, and removes any older cache, when they do not hash to it.
    */
-  save(base: string, entries: Iterable<ManifestEntry>, digest: string): boolean {
+  save(base: string, prepared: PreparedEntries, digest: string): boolean {
     const header = JSON.stringify({
       format: FORMAT,
       site: this.identity.site,
       source: this.identity.source,
       base,
     });
-    const hash = new EntriesDigest();
-    const parts = [...canonicalLineBatches(entries)];
-    for (const part of parts) hash.update(part);
-    const bytes = parts.reduce((sum, part) => sum + Buffer.byteLength(part), header.length + 1);
-    if (hash.digest() !== digest || bytes > RECEIVER_STATE_CACHE_MAX_BYTES) {
+    const { parts } = prepared;
+    if (prepared.digest !== digest || header.length + 1 + prepared.bytes > RECEIVER_STATE_CACHE_MAX_BYTES) {
       this.drop();
       return false;
     }

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, rm } from "node:fs/promises";
 import {
   closeSync,
+  type Dirent,
   existsSync,
   fsyncSync,
   linkSync,
@@ -239,10 +240,7 @@ function removeStrays(
   baseTree: string,
 ): number {
   let kept = 0;
-  // Names as bytes (byteNames.ts): a name that is not UTF-8 must match its manifest entry,
-  // not be taken for a stray and removed.
-  for (const dirent of readdirSync(fsPath(join(tree, prefix)), { withFileTypes: true, encoding: "buffer" })) {
-    const name = nameFromBytes(dirent.name);
+  for (const [name, dirent] of namedDirents(prefix ? `${tree}/${prefix}` : tree)) {
     const path = prefix ? `${prefix}/${name}` : name;
     const entry = byPath.get(path);
     // A file carried from the base is a hard link to the stored name, and link(2) does not
@@ -252,13 +250,31 @@ function removeStrays(
     }
     const fits =
       entry && ((entry.type === "dir" && dirent.isDirectory()) || (entry.type === "file" && dirent.isFile()));
-    if (!fits) rmSync(fsPath(join(tree, path)), { recursive: true, force: true });
+    if (!fits) rmSync(fsPath(`${tree}/${path}`), { recursive: true, force: true });
     else {
       kept++;
       if (dirent.isDirectory()) kept += removeStrays(tree, path, byPath, baseTree);
     }
   }
   return kept;
+}
+
+/**
+ * A directory's entries, each with its name in the agent's form (byteNames.ts), so that a
+ * name that is not UTF-8 matches its manifest entry and is not taken for a stray. Listed
+ * as strings first (the fast path: no conversion per name); a name that is not UTF-8
+ * shows there as U+FFFD, and only then is the directory listed again as bytes.
+ */
+function namedDirents(dir: string): [string, Dirent<string | Buffer>][] {
+  const path = fsPath(dir);
+  const dirents = readdirSync(path, { withFileTypes: true });
+  if (!dirents.some((dirent) => dirent.name.includes("\ufffd"))) {
+    return dirents.map((dirent) => [dirent.name, dirent]);
+  }
+  return readdirSync(path, { withFileTypes: true, encoding: "buffer" }).map((dirent) => [
+    nameFromBytes(dirent.name),
+    dirent,
+  ]);
 }
 
 /** syncfs(2) on the file system holding `path`, through coreutils' `sync -f`; false if unavailable. */

@@ -199,6 +199,10 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       client: CLIENT_NAME,
     }),
   );
+  // The cached entries are parsed while the receiver opens its side (it reads its base's
+  // manifest): Hello goes first. Usually they are the ones it confirms.
+  connection.flushNow();
+  const cachedEntries = request.cached?.entries();
   const welcome = await connection.expect(FrameType.Welcome);
   if (!(PROTOCOL_VERSIONS as readonly number[]).includes(welcome.version)) {
     throw new ProtocolError(
@@ -221,8 +225,7 @@ async function handshake(connection: FramedConnection, request: SessionRequest):
       );
     }
     const usable = request.cached.base === welcome.base && request.cached.digest === welcome.digest;
-    const cachedEntries = usable ? request.cached.entries() : undefined;
-    if (cachedEntries)
+    if (usable && cachedEntries)
       return { connection, welcome, entries: cachedEntries, partial: undefined, entriesFrom: "cache" };
     entriesFrom = "mismatch";
     await connection.send(encodeJson(FrameType.EntriesWanted, {}));

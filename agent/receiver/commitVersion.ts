@@ -26,6 +26,7 @@ import { dirname, join, relative } from "node:path";
 import { ProtocolError } from "../protocol/frames.ts";
 import { type ManifestEntry, UNREADABLE_COUNT } from "../protocol/messages.ts";
 import { comparePaths, writeManifest } from "./manifestFile.ts";
+import { keepBaseEntries } from "./baseEntriesCache.ts";
 import { DEFAULT_RETENTION, type RetentionPolicy, versionsToKeep } from "./retention.ts";
 import type { SourceLayout } from "./layout.ts";
 import type { StagingArea } from "./staging.ts";
@@ -94,7 +95,8 @@ export function commitVersion(
   // Entries are in path order, so a directory is made before its contents. Each step tries
   // the common case first and looks only when it fails: a large tree costs one system
   // call per carried file.
-  for (const entry of entries) {
+  for (let i = 0; i < entries.length; i++) {
+    let entry = entries[i]!;
     // Concatenated, not joined: entry paths are checked relative paths (paths.ts), and
     // path.join's normalising was a tenth of a large tree's commit.
     const target = fsPath(`${tree}/${entry.path}`);
@@ -127,7 +129,11 @@ export function commitVersion(
             `${entry.path} is a hard link of ${entry.hardLink}, which is not the same file in the new version`,
           );
         }
-        delete (entry as { hardLink?: string }).hardLink;
+        // A copy: the base's entry is shared with the next sessions (baseEntriesCache.ts).
+        const { hardLink: _, ...own } = entry;
+        entry = own;
+        entries[i] = own;
+        byPath.set(own.path, own);
       }
       // A staged file was verified when it arrived (or when the journal was replayed).
       if (staging.changes.has(entry.path)) continue;
@@ -172,6 +178,7 @@ export function commitVersion(
   );
   // The manifest is written last: a version directory without one is not a version.
   const digest = writeManifest(layout.manifestOf(version), entries);
+  keepBaseEntries(layout.dir, layout.manifestOf(version), byPath, digest);
   fsyncPath(versionDir);
   fsyncPath(layout.versionsDir);
 

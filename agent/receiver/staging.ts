@@ -33,6 +33,7 @@ import { type FileEntry, type FileHeader, INLINE_MAX, type ManifestEntry } from 
 import { checkRelativePath, comparePaths, parentOf } from "../protocol/paths.ts";
 import { LargeFileAssembly } from "./largeFileAssembly.ts";
 import type { SourceLayout } from "./layout.ts";
+import { keptBaseEntries } from "./baseEntriesCache.ts";
 import { readManifestWithDigest } from "./manifestFile.ts";
 import { type JournalRecord, StagingJournal } from "./stagingJournal.ts";
 import { damagedStore, openStoredFile, STORED_FILE_MODE, writeAll, writeOwnFile } from "./storedFiles.ts";
@@ -45,7 +46,8 @@ export class StagingArea {
   readonly layout: SourceLayout;
   readonly base: string | null;
   /** The base version's entries by path (empty without a base). */
-  readonly baseEntries: Map<string, ManifestEntry>;
+  /** Shared with baseEntriesCache.ts: read, never changed (nor the entries in it). */
+  readonly baseEntries: ReadonlyMap<string, ManifestEntry>;
   /** What this job changed so far: an entry, or null for a deletion (the journal's view). */
   readonly changes: Map<string, ManifestEntry | null>;
   /** Paths whose content was written (not linked) in this job: fsynced at commit. */
@@ -67,11 +69,16 @@ export class StagingArea {
     this.layout = layout;
     this.base = base;
     this.tree = join(layout.stagingDir, "tree");
-    const manifest = base
-      ? readManifestWithDigest(layout.manifestOf(base))
-      : { entries: [], digest: undefined };
-    this.baseEntries = new Map(manifest.entries.map((e) => [e.path, e]));
-    this.recordedBaseDigest = manifest.digest;
+    const manifest = base === null ? undefined : layout.manifestOf(base);
+    const kept = manifest === undefined ? undefined : keptBaseEntries(layout.dir, manifest);
+    if (kept) {
+      this.baseEntries = kept.entries;
+      this.recordedBaseDigest = kept.digest;
+    } else {
+      const read = manifest ? readManifestWithDigest(manifest) : { entries: [], digest: undefined };
+      this.baseEntries = new Map(read.entries.map((e) => [e.path, e]));
+      this.recordedBaseDigest = read.digest;
+    }
     this.journal = new StagingJournal(join(this.dir, "journal.jsonl"));
     this.changes = this.journal.changes;
     this.assembly = new LargeFileAssembly(join(this.dir, "partial"), (path) => {

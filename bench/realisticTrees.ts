@@ -62,17 +62,17 @@ async function threePeers(context: Context, name: string, source: string) {
 
 type Peer = Awaited<ReturnType<typeof threePeers>>;
 
+/** Runs the offsite peer and writes its row; "per GiB": its CPU also per GiB of what it sent. */
+async function offsiteRow(context: Context, id: string, workload: string, peer: Peer, per?: "per GiB") {
+  const offsite = await peer.offsite();
+  const note = cpuNote(offsite, per ? offsite.content : undefined);
+  context.row({ id, workload, peer: "offsite push", seconds: offsite.seconds, bytes: offsite.wire, note });
+  return offsite;
+}
+
 /** An incremental's three rows; returns the times and bytes for the verdict. */
 async function incremental(context: Context, id: string, workload: string, peer: Peer) {
-  const offsite = await peer.offsite();
-  context.row({
-    id,
-    workload,
-    peer: "offsite push",
-    seconds: offsite.seconds,
-    bytes: offsite.wire,
-    note: cpuNote(offsite),
-  });
+  const offsite = await offsiteRow(context, id, workload, peer);
   const mirror = await peer.mirror();
   context.row({
     id,
@@ -111,15 +111,7 @@ async function initial(
   peer: Peer,
   tree: Tree,
 ): Promise<void> {
-  const offsite = await peer.offsite();
-  context.row({
-    id,
-    workload,
-    peer: "offsite push",
-    seconds: offsite.seconds,
-    bytes: offsite.wire,
-    note: cpuNote(offsite, offsite.content),
-  });
+  const offsite = await offsiteRow(context, id, workload, peer, "per GiB");
   const rsync = await peer.mirror();
   context.row({ id, workload, peer: "rsync -a (daemon)", seconds: rsync.seconds, bytes: rsync.sent });
   await peer.linkDest();

@@ -45,8 +45,10 @@ export { STORED_FILE_MODE } from "./storedFiles.ts";
 export class StagingArea {
   readonly layout: SourceLayout;
   readonly base: string | null;
-  /** The base version's entries by path (empty without a base). */
-  /** Shared with baseEntriesCache.ts: read, never changed (nor the entries in it). */
+  /**
+   * The base version's entries by path (empty without a base). Shared with
+   * baseEntriesCache.ts: read, never changed (nor the entries in it).
+   */
   readonly baseEntries: ReadonlyMap<string, ManifestEntry>;
   /** What this job changed so far: an entry, or null for a deletion (the journal's view). */
   readonly changes: Map<string, ManifestEntry | null>;

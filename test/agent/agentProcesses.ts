@@ -4,7 +4,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { connect } from "node:tls";
 import { FrameDecoder, FrameType } from "../../agent/protocol/frames.ts";
 import {
@@ -86,6 +89,31 @@ export async function makeStandaloneCerts(
   const made = await runOffsite(["certs", "--out", dir, "--site", site, "--source", source, "--json"]);
   if (made.code !== 0) throw new Error(`offsite certs failed: ${made.stderr}`);
   return { receiver: join(dir, "receiver"), client: join(dir, `source-${source}`) };
+}
+
+/** A suite's work directory, certificates for one site and source, and a receiver on them. */
+export interface StandaloneReceiver {
+  work: string;
+  certs: { receiver: string; client: string };
+  receiver: ReceiverProcess;
+}
+
+/**
+ * Registers, in the calling describe(), hooks that make a StandaloneReceiver before its
+ * tests and remove it after; read the fields inside the tests, once `before` has run.
+ */
+export function standaloneReceiverSuite(name: string, site: string, source: string): StandaloneReceiver {
+  const suite = {} as StandaloneReceiver;
+  before(async () => {
+    suite.work = mkdtempSync(join(tmpdir(), `offsite-${name}-`));
+    suite.certs = await makeStandaloneCerts(join(suite.work, "certs"), site, source);
+    suite.receiver = await startReceiverProcess(join(suite.work, "root"), suite.certs.receiver);
+  });
+  after(async () => {
+    await suite.receiver?.stop();
+    if (suite.work) rmSync(suite.work, { recursive: true, force: true });
+  });
+  return suite;
 }
 
 export interface ReceiverProcess {

@@ -7,42 +7,21 @@
  * failed the same way every time. Real processes over TLS.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { encodeFile } from "../../agent/protocol/messages.ts";
-import {
-  makeStandaloneCerts,
-  pushHello,
-  rawSession,
-  reportOf,
-  runOffsite,
-  startReceiverProcess,
-  type ReceiverProcess,
-} from "./agentProcesses.ts";
+import { pushHello, rawSession, reportOf, runOffsite, standaloneReceiverSuite } from "./agentProcesses.ts";
 import { sha256Hex } from "./testSupport.ts";
 
 const SITE = "resume-site";
 const SOURCE = "resume-source";
 
 describe("a resumed push that links to what the interrupted one staged", () => {
-  let work: string;
-  let certs: { receiver: string; client: string };
-  let receiver: ReceiverProcess;
-
-  before(async () => {
-    work = mkdtempSync(join(tmpdir(), "offsite-resume-links-"));
-    certs = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
-    receiver = await startReceiverProcess(join(work, "root"), certs.receiver);
-  });
-
-  after(async () => {
-    await receiver?.stop();
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  const suite = standaloneReceiverSuite("resume-links", SITE, SOURCE);
 
   it("links a duplicate and a touched file to the staged ones, and commits the tree exactly", async () => {
+    const { work, certs, receiver } = suite;
     const tree = join(work, "tree");
     mkdirSync(tree);
     const license = "the same licence text in two places\n".repeat(40);

@@ -7,44 +7,23 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { chunksOf } from "../../agent/chunking/fileChunks.ts";
 import { encodeFrame, FrameType } from "../../agent/protocol/frames.ts";
 import { encodeJson } from "../../agent/protocol/messages.ts";
-import {
-  makeStandaloneCerts,
-  pushHello,
-  rawSession,
-  reportOf,
-  runOffsite,
-  startReceiverProcess,
-  type ReceiverProcess,
-} from "./agentProcesses.ts";
+import { pushHello, rawSession, reportOf, runOffsite, standaloneReceiverSuite } from "./agentProcesses.ts";
 import { inertRandomBytes, sha256Hex } from "./testSupport.ts";
 
 const SITE = "chunks-site";
 const SOURCE = "chunks-source";
 
 describe("a receiver's chunk list made wrong by a pusher's HashedData", () => {
-  let work: string;
-  let certs: { receiver: string; client: string };
-  let receiver: ReceiverProcess;
-
-  before(async () => {
-    work = mkdtempSync(join(tmpdir(), "offsite-chunk-list-"));
-    certs = await makeStandaloneCerts(join(work, "certs"), SITE, SOURCE);
-    receiver = await startReceiverProcess(join(work, "root"), certs.receiver);
-  });
-
-  after(async () => {
-    await receiver?.stop();
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  const suite = standaloneReceiverSuite("chunk-list", SITE, SOURCE);
 
   it("costs the file's next push a resend without Copy frames, and then is right", async () => {
+    const { work, certs, receiver } = suite;
     const tree = join(work, "tree");
     mkdirSync(tree);
     const file = join(tree, "big.bin");
